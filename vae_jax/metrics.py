@@ -1,0 +1,66 @@
+"""Metric writers: TensorBoard event files (clu) plus a JSON-lines file.
+
+``metrics.jsonl`` holds one object per write, ``{"step": 1000, "test/neg_elbo":
+104.2, ...}``, so curves can be read with nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping
+
+import numpy as np
+from clu import metric_writers
+
+
+class JsonlWriter(metric_writers.MetricWriter):
+  """Appends scalars to a JSON-lines file; other summary kinds are not stored."""
+
+  def __init__(self, path: str):
+    self._file = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    record = {"step": int(step)}
+    for key, value in scalars.items():
+      value = float(np.asarray(value))
+      record[key] = value if math.isfinite(value) else str(value)
+    self._file.write(json.dumps(record) + "\n")
+
+  def write_summaries(self, step, values, metadata=None):
+    del step, values, metadata
+
+  def write_images(self, step, images):
+    del step, images
+
+  def write_videos(self, step, videos):
+    del step, videos
+
+  def write_audios(self, step, audios, *, sample_rate):
+    del step, audios, sample_rate
+
+  def write_texts(self, step, texts):
+    del step, texts
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    del step, arrays, num_buckets
+
+  def write_hparams(self, hparams):
+    del hparams
+
+  def flush(self):
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
+
+
+def create_writer(workdir: str, *, is_main_process: bool = True) -> metric_writers.MetricWriter:
+  """TensorBoard events + metrics.jsonl in the workdir (nothing on other processes)."""
+  if not is_main_process:
+    return metric_writers.MultiWriter([])
+  return metric_writers.AsyncMultiWriter([
+      metric_writers.SummaryWriter(workdir),
+      JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+  ])

@@ -1,0 +1,191 @@
+"""train_and_evaluate: one VAE run from config to results.json.
+
+The loop dispatches chunks of ``steps_per_dispatch`` scanned steps to all
+devices; Python runs once per chunk, at log, evaluation and checkpoint points.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from vae_jax import checkpoints
+from vae_jax import datasets
+from vae_jax import evaluation
+from vae_jax import images
+from vae_jax import metrics as metrics_lib
+from vae_jax import models
+from vae_jax import parallel
+from vae_jax import training
+from vae_jax import validation
+from vae_jax import workdir as workdir_lib
+
+
+def load_data(data: ml_collections.ConfigDict) -> tuple[datasets.Dataset, Optional[str]]:
+  """The configured dataset, or the fallback (loudly) if it cannot be had.
+
+  Returns (dataset, why the fallback was used or None).
+  """
+  try:
+    return datasets.load(data.name, train_split=data.train_split,
+                         test_split=data.test_split, data_dir=data.data_dir,
+                         manual_dir=data.manual_dir), None
+  except datasets.DatasetUnavailableError as e:
+    if not data.fallback:
+      raise
+    bar = "!" * 78
+    logging.warning("\n%s\n!! DATASET %r IS UNAVAILABLE; TRAINING ON %r INSTEAD.\n!! %s\n"
+                    "!! results.json records the dataset actually used.\n%s",
+                    bar, data.name, data.fallback, e, bar)
+    return datasets.load(data.fallback), str(e)
+
+
+def _next_stop(step: int, total: int, config: ml_collections.ConfigDict) -> int:
+  """The next step at which the host must act (log, eval, checkpoint, end)."""
+  stops = [total, step + config.steps_per_dispatch]
+  for every in (config.log_every, config.eval_every, config.checkpoint_every):
+    stops.append((step // every + 1) * every)
+  return min(stops)
+
+
+def _format(metrics: dict[str, float]) -> str:
+  return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains and evaluates one VAE; writes everything into ``workdir``; returns results."""
+  start_time = time.time()
+  validation.validate(config)
+  workdir = os.path.abspath(workdir)
+  workdir_lib.prepare(workdir, config)
+  main_process = jax.process_index() == 0
+
+  dataset, fallback_reason = load_data(config.data)
+  likelihood = config.model.likelihood
+  preprocessing = validation.resolve_preprocessing(
+      dataset.name, config.data.preprocessing, likelihood)
+  validation.check_data_model(dataset.name, preprocessing, likelihood)
+  num_train = len(dataset.train)
+  if config.batch_size > num_train:
+    raise validation.ConfigError(
+        f"config.batch_size={config.batch_size} exceeds the {num_train} training examples "
+        f"of {dataset.name!r}; use at most {num_train}.")
+  steps_per_epoch = num_train // config.batch_size
+  total_steps = (config.num_train_steps if config.num_train_steps > 0
+                 else math.ceil(config.num_epochs * steps_per_epoch))
+  logging.info("Dataset %s (%s): %d train / %d test, preprocessing=%s; %d devices; "
+               "%d steps of global batch %d (%d per epoch).", dataset.name, dataset.source,
+               num_train, len(dataset.test), preprocessing, parallel.device_count(),
+               total_steps, config.batch_size, steps_per_epoch)
+
+  model = models.build_model(config.model, dataset.image_shape)
+  tx = training.make_optimizer(config.optim, total_steps)
+  state = training.create_train_state(config.seed, model, tx)
+  ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
+  state = ckpt.restore_latest(state) or state
+  step = int(state.step)
+  if step:
+    logging.info("Resumed from checkpoint at step %d.", step)
+
+  spec = training.TrainSpec(
+      num_examples=num_train, global_batch=config.batch_size,
+      per_device_batch=parallel.per_device(config.batch_size, "batch_size"),
+      preprocessing=preprocessing, beta=config.objective.beta,
+      kl_warmup_steps=config.objective.warmup_steps,
+      free_bits=config.objective.free_bits, kl_estimator=config.objective.kl_estimator)
+  train_chunk = parallel.data_parallel(training.make_train_chunk(model, tx, spec),
+                                       static_argnums=(2,), donate_argnums=(0,))
+  evaluator = evaluation.Evaluator(model, preprocessing, config.objective.kl_estimator,
+                                   config.eval.seed, dataset.test, config.eval.batch_size)
+  train_images = parallel.replicate(dataset.train)
+  rstate = parallel.replicate(state)
+  writer = metrics_lib.create_writer(workdir, is_main_process=main_process)
+
+  pending, last_log_step, train_seconds, interval_start = [], step, 0.0, time.time()
+  compiled, compiling = set(), False  # chunk lengths seen; a new one means a compilation
+  test_summary = None
+  while step < total_steps:
+    num_steps = _next_stop(step, total_steps, config) - step
+    compiling |= num_steps not in compiled
+    compiled.add(num_steps)
+    rstate, chunk_metrics = train_chunk(rstate, train_images, num_steps)
+    pending.append(chunk_metrics)
+    step += num_steps
+    final = step == total_steps
+    if step % config.log_every == 0 or final:
+      means = {k: float(np.mean(np.concatenate([np.asarray(m[k])[0] for m in pending])))
+               for k in pending[0]}
+      now = time.time()
+      seconds = now - interval_start
+      train_seconds += seconds
+      steps_per_s = (step - last_log_step) / seconds
+      eta = (total_steps - step) / steps_per_s
+      logging.info("step %d/%d (epoch %.2f) | %s | %.1f steps/s, %.0f examples/s%s, "
+                   "ETA %.0fs", step, total_steps, step / steps_per_epoch, _format(means),
+                   steps_per_s, steps_per_s * config.batch_size,
+                   " (incl. compilation)" if compiling else "", eta)
+      writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+      writer.write_scalars(step, {"train/steps_per_sec": steps_per_s,
+                                  "train/examples_per_sec": steps_per_s * config.batch_size})
+      pending, last_log_step, interval_start, compiling = [], step, time.time(), False
+    host_start = time.time()
+    if step % config.eval_every == 0 or final:
+      jax.block_until_ready(rstate.step)
+      host_start = time.time()
+      test_summary = evaluator.summary(rstate.params)
+      logging.info("step %d test | %s", step, _format(test_summary))
+      writer.write_scalars(step, {f"test/{k}": v for k, v in test_summary.items()})
+    if step % config.checkpoint_every == 0 or final:
+      ckpt.save(step, parallel.unreplicate(rstate))
+    interval_start += time.time() - host_start  # host work is not training time
+  if test_summary is None:  # resumed a run whose last checkpoint is its final step
+    test_summary = evaluator.summary(rstate.params)
+  ckpt.close()
+
+  params = parallel.unreplicate(rstate.params)
+  if main_process:
+    _write_pictures(writer, workdir, model, params, dataset, config, preprocessing, step)
+  writer.flush()
+  writer.close()
+
+  results = {
+      "test": test_summary,
+      "unit": "nats per example" + (" (bits_per_dim: bits per dimension)"
+                                    if "bits_per_dim" in test_summary else ""),
+      "dataset": {"requested": config.data.name, "used": dataset.name,
+                  "source": dataset.source, "fallback_reason": fallback_reason,
+                  "preprocessing": preprocessing, "num_train": num_train,
+                  "num_test": len(dataset.test), "train_split": config.data.train_split,
+                  "test_split": config.data.test_split},
+      "steps": step, "epochs": step / steps_per_epoch, "batch_size": config.batch_size,
+      "wall_time_s": time.time() - start_time, "train_time_s": train_seconds,
+      "seconds_per_epoch": train_seconds / max(step / steps_per_epoch, 1e-9),
+      "device_count": parallel.device_count(), "platform": jax.default_backend(),
+      "seed": config.seed, "eval_seed": config.eval.seed, "versions": workdir_lib.versions(),
+  }
+  if main_process:
+    workdir_lib.write_json(os.path.join(workdir, workdir_lib.RESULTS_FILE), results)
+  logging.info("Done: test -ELBO %.3f nats (rate %.3f, distortion %.3f) on %s in %.0fs.",
+               test_summary["neg_elbo"], test_summary["rate"], test_summary["distortion"],
+               dataset.name, results["wall_time_s"])
+  return results
+
+
+def _write_pictures(writer, workdir: str, model: models.VAE, params: dict,
+                    dataset: datasets.Dataset, config: ml_collections.ConfigDict, preprocessing: str, step: int) -> None:
+  """Reconstructions of the first test images (as the model sees them) and samples."""
+  count = min(config.images.num_reconstructions, len(dataset.test))
+  inputs, _ = evaluation.eval_inputs(dataset.test[:count], np.arange(count), preprocessing,
+                                     config.eval.seed)
+  pictures = images.model_pictures(model, params, inputs, config.images.num_samples,
+                                   config.eval.seed)
+  for name, picture in pictures.items():
+    images.save_png(os.path.join(workdir, f"{name}.png"), picture)
+  writer.write_images(step, {k: v[None] for k, v in pictures.items()})

@@ -1,0 +1,139 @@
+"""Config validation: every bad value fails before data loading or compilation.
+
+Each error names the field (as it is overridden on the command line) and what
+would be valid, so a typo costs seconds, not a compile and a crash mid-run.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Iterable
+
+import ml_collections
+
+from vae_jax import datasets
+from vae_jax import input_pipeline
+from vae_jax import likelihoods
+from vae_jax import models
+from vae_jax import objectives
+from vae_jax import parallel
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+
+
+class ConfigError(ValueError):
+  """A config field holds a value the code cannot run with."""
+
+
+def _get(config: ml_collections.ConfigDict, field: str) -> Any:
+  node = config
+  for part in field.split("."):
+    if part not in node:
+      raise ConfigError(f"config.{field} is missing; start from configs/default.py.")
+    node = node[part]
+  return node
+
+
+def _fail(field: str, value: Any, valid: str) -> None:
+  raise ConfigError(f"config.{field}={value!r} is invalid: {valid}.")
+
+
+def _choice(config, field: str, allowed: Iterable[str]) -> str:
+  value = _get(config, field)
+  if value not in tuple(allowed):
+    _fail(field, value, f"valid values are {', '.join(map(repr, allowed))}")
+  return value
+
+
+def _number(config, field: str, *, minimum: float, integer: bool = False,
+            strict: bool = False) -> float:
+  value = _get(config, field)
+  kind = numbers.Integral if integer else numbers.Real
+  bad_type = isinstance(value, bool) or not isinstance(value, kind)
+  if bad_type or value < minimum or (strict and value == minimum):
+    word = "an integer" if integer else "a number"
+    _fail(field, value, f"must be {word} {'>' if strict else '>='} {minimum}")
+  return value
+
+
+def resolve_preprocessing(name: str, preprocessing: str, likelihood: str) -> str:
+  """'auto' -> how this dataset's pixels feed this likelihood."""
+  if preprocessing != "auto":
+    return preprocessing
+  if likelihoods.is_continuous(likelihood):
+    return "dequantize"
+  return "binary" if datasets.is_binary(name) else "dynamic"
+
+
+def check_data_model(name: str, preprocessing: str, likelihood: str) -> None:
+  """The pixels a likelihood sees must be of its kind (binary vs continuous)."""
+  if preprocessing == "binary" and not datasets.is_binary(name):
+    _fail("data.preprocessing", preprocessing,
+          f"dataset {name!r} is not binary; use 'dynamic' (or 'auto')")
+  continuous = likelihoods.is_continuous(likelihood)
+  if continuous and preprocessing != "dequantize":
+    _fail("data.preprocessing", preprocessing,
+          f"likelihood {likelihood!r} models continuous pixels; use 'dequantize' (or 'auto')")
+  if not continuous and preprocessing == "dequantize":
+    _fail("data.preprocessing", preprocessing,
+          "a Bernoulli likelihood needs binary pixels; use 'binary' or 'dynamic' (or 'auto')")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first invalid field and the valid values."""
+  _number(config, "seed", minimum=0, integer=True)
+  name = _choice(config, "data.name", datasets.DATASETS)
+  preprocessing = _choice(config, "data.preprocessing",
+                          ("auto",) + input_pipeline.PREPROCESSING)
+  fallback = _get(config, "data.fallback")
+  if fallback not in ("", None, *datasets.EMBEDDED_DATASETS):
+    _fail("data.fallback", fallback,
+          f"use '' (no fallback) or one of {', '.join(datasets.EMBEDDED_DATASETS)}")
+
+  encoder = _choice(config, "model.encoder", models.ARCHITECTURES)
+  decoder = _choice(config, "model.decoder", models.ARCHITECTURES)
+  _number(config, "model.latent_dim", minimum=1, integer=True)
+  _number(config, "model.width", minimum=1, integer=True)
+  depth = _number(config, "model.depth", minimum=0, integer=True)
+  _choice(config, "model.activation", models.ACTIVATIONS)
+  likelihood = _choice(config, "model.likelihood", likelihoods.LIKELIHOODS)
+  _number(config, "model.gaussian_scale", minimum=0, strict=True)
+  if "conv" in (encoder, decoder):
+    if depth < 1:
+      _fail("model.depth", depth, "a conv encoder/decoder needs at least 1 stage")
+    height, width, _ = datasets.image_shape(name)
+    if height % 2**depth or width % 2**depth:
+      _fail("model.depth", depth, f"conv stages halve the {height}x{width} images of "
+            f"{name!r} {depth} times; the size must divide by 2**depth")
+  check_data_model(name, resolve_preprocessing(name, preprocessing, likelihood),
+                   likelihood)
+
+  _number(config, "objective.beta", minimum=0)
+  _number(config, "objective.warmup_steps", minimum=0, integer=True)
+  _number(config, "objective.free_bits", minimum=0)
+  _choice(config, "objective.kl_estimator", objectives.KL_ESTIMATORS)
+
+  _choice(config, "optim.optimizer", OPTIMIZERS)
+  _number(config, "optim.learning_rate", minimum=0, strict=True)
+  _choice(config, "optim.schedule", SCHEDULES)
+  _number(config, "optim.warmup_steps", minimum=0, integer=True)
+  _number(config, "optim.grad_clip_norm", minimum=0)
+  _number(config, "optim.weight_decay", minimum=0)
+
+  _number(config, "batch_size", minimum=1, integer=True)
+  _number(config, "num_epochs", minimum=0, strict=True)
+  steps = _get(config, "num_train_steps")
+  if isinstance(steps, bool) or not isinstance(steps, int) or (steps <= 0 and steps != -1):
+    _fail("num_train_steps", steps, "must be a positive integer, or -1 to use num_epochs")
+  for field in ("steps_per_dispatch", "log_every", "eval_every", "checkpoint_every",
+                "keep_checkpoints", "eval.batch_size"):
+    _number(config, field, minimum=1, integer=True)
+  for field in ("batch_size", "eval.batch_size"):
+    try:
+      parallel.per_device(_get(config, field), field)
+    except ValueError as e:
+      raise ConfigError(f"config.{e}") from None
+  _number(config, "eval.seed", minimum=0, integer=True)
+  _number(config, "images.num_reconstructions", minimum=0, integer=True)
+  _number(config, "images.num_samples", minimum=0, integer=True)
