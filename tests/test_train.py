@@ -3,7 +3,9 @@
 import glob
 import json
 import os
+import shutil
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -124,3 +126,22 @@ def test_real_binarized_mnist_through_tfds_manual_dir(tmp_path, config_factory,
   assert results["dataset"]["num_test"] == 10000
   # 100 steps are far from converged but well past the untrained ~543 nats (784 log 2).
   assert 100 < results["test"]["neg_elbo"] < 250
+
+
+def test_restart_resumes_from_the_latest_checkpoint_exactly(tmp_path, config_factory):
+  from vae_jax import checkpoints, models, training  # pylint: disable=g-import-not-at-top
+  config = config_factory()
+  full, crashed = str(tmp_path / "full"), str(tmp_path / "crashed")
+  train.train_and_evaluate(config, full)
+  train.train_and_evaluate(config, crashed)
+  # Make "crashed" look like a run killed after its step-10 checkpoint.
+  os.remove(os.path.join(crashed, "results.json"))
+  shutil.rmtree(os.path.join(crashed, "checkpoints", "20"))
+  resumed = train.train_and_evaluate(config, crashed)
+  assert resumed["steps"] == 20
+  model = models.build_model(config.model, (8, 8, 1))
+  template = training.create_train_state(0, model, training.make_optimizer(config.optim, 20))
+  a = checkpoints.Checkpointer(full, 3).restore_latest(template)
+  b = checkpoints.Checkpointer(crashed, 3).restore_latest(template)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)  # bitwise: data order and noise follow the step

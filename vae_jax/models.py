@@ -35,26 +35,14 @@ def _conv_channels(width: int, depth: int) -> list[int]:
   return [width * 2**i for i in range(depth)]
 
 
-class MLPEncoder(nn.Module):
+class Encoder(nn.Module):
+  """x -> (mean, logvar) of q(z|x).
+
+  "mlp": ``depth`` dense layers of ``width`` units. "conv": ``depth`` stride-2
+  4x4 convolutions with width, 2*width, ... channels, each halving the image.
+  """
   latent_dim: int
-  width: int
-  depth: int
-  activation: str
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    act = ACTIVATIONS[self.activation]
-    h = x.reshape((x.shape[0], -1))
-    for i in range(self.depth):
-      h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
-    mean = nn.Dense(self.latent_dim, name="mean")(h)
-    logvar = nn.Dense(self.latent_dim, name="logvar")(h)
-    return mean, logvar
-
-
-class ConvEncoder(nn.Module):
-  """Stride-2 convolutions halve the image ``depth`` times, then a dense head."""
-  latent_dim: int
+  architecture: str
   width: int
   depth: int
   activation: str
@@ -63,33 +51,27 @@ class ConvEncoder(nn.Module):
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     act = ACTIVATIONS[self.activation]
     h = x
-    for i, ch in enumerate(_conv_channels(self.width, self.depth)):
-      h = act(nn.Conv(ch, (4, 4), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
-    h = h.reshape((h.shape[0], -1))
+    if self.architecture == "mlp":
+      h = h.reshape((h.shape[0], -1))
+      for i in range(self.depth):
+        h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
+    else:
+      for i, ch in enumerate(_conv_channels(self.width, self.depth)):
+        h = act(nn.Conv(ch, (4, 4), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
+      h = h.reshape((h.shape[0], -1))
     mean = nn.Dense(self.latent_dim, name="mean")(h)
     logvar = nn.Dense(self.latent_dim, name="logvar")(h)
     return mean, logvar
 
 
-class MLPDecoder(nn.Module):
+class Decoder(nn.Module):
+  """z -> location of p(x|z), shaped like the image; mirrors the Encoder.
+
+  "conv": a dense projection to the smallest feature map, then stride-2
+  transposed convolutions back to full size and a 3x3 output convolution.
+  """
   image_shape: Sequence[int]
-  width: int
-  depth: int
-  activation: str
-
-  @nn.compact
-  def __call__(self, z: jax.Array) -> jax.Array:
-    act = ACTIVATIONS[self.activation]
-    h = z
-    for i in range(self.depth):
-      h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
-    out = nn.Dense(math.prod(self.image_shape), name="out")(h)
-    return out.reshape((z.shape[0], *self.image_shape))
-
-
-class ConvDecoder(nn.Module):
-  """Mirror of ConvEncoder: dense to the smallest feature map, then transposed convs."""
-  image_shape: Sequence[int]
+  architecture: str
   width: int
   depth: int
   activation: str
@@ -98,6 +80,12 @@ class ConvDecoder(nn.Module):
   def __call__(self, z: jax.Array) -> jax.Array:
     act = ACTIVATIONS[self.activation]
     height, width, channels = self.image_shape
+    if self.architecture == "mlp":
+      h = z
+      for i in range(self.depth):
+        h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
+      out = nn.Dense(math.prod(self.image_shape), name="out")(h)
+      return out.reshape((z.shape[0], *self.image_shape))
     stages = _conv_channels(self.width, self.depth)
     h0, w0 = height // 2**self.depth, width // 2**self.depth
     h = act(nn.Dense(h0 * w0 * stages[-1], name="project")(z))
@@ -121,10 +109,9 @@ class VAE(nn.Module):
   gaussian_scale: float = 0.1
 
   def setup(self):
-    enc_cls = {"mlp": MLPEncoder, "conv": ConvEncoder}[self.encoder]
-    dec_cls = {"mlp": MLPDecoder, "conv": ConvDecoder}[self.decoder]
-    self.enc = enc_cls(self.latent_dim, self.width, self.depth, self.activation)
-    self.dec = dec_cls(tuple(self.image_shape), self.width, self.depth, self.activation)
+    self.enc = Encoder(self.latent_dim, self.encoder, self.width, self.depth, self.activation)
+    self.dec = Decoder(tuple(self.image_shape), self.decoder, self.width, self.depth,
+                       self.activation)
     if self.likelihood == "gaussian_learned":
       self.log_scale = self.param(
           "log_scale", nn.initializers.constant(math.log(self.gaussian_scale)),

@@ -89,10 +89,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tx = training.make_optimizer(config.optim, total_steps)
   state = training.create_train_state(config.seed, model, tx)
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
-  state = ckpt.restore_latest(state) or state
+  restored = ckpt.restore_latest(state)
+  if restored is not None:
+    state = restored
+    logging.info("Resumed from checkpoint at step %d.", int(state.step))
   step = int(state.step)
-  if step:
-    logging.info("Resumed from checkpoint at step %d.", step)
 
   spec = training.TrainSpec(
       num_examples=num_train, global_batch=config.batch_size,
