@@ -16,7 +16,8 @@ from configs import default  # pylint: disable=g-import-not-at-top,wrong-import-
 SMALL = {"data.name": "digits", "batch_size": 64, "num_train_steps": 20,
          "steps_per_dispatch": 10, "log_every": 10, "eval_every": 10,
          "checkpoint_every": 10, "eval.batch_size": 100, "model.width": 64,
-         "images.num_reconstructions": 16, "images.num_samples": 16}
+         "images.num_reconstructions": 16, "images.num_samples": 16,
+         "eval.num_importance_samples": 20, "eval.num_importance_samples_during_training": 5}
 
 
 def set_fields(config, overrides):

@@ -19,7 +19,8 @@ RUN = {"data.name": "digits", "batch_size": 64, "num_train_steps": 40,
        "steps_per_dispatch": 20, "log_every": 20, "eval_every": 40, "checkpoint_every": 40,
        "eval.batch_size": 100, "model.width": 64, "objective.free_bits": 0.1,
        "objective.warmup_steps": 20, "images.num_reconstructions": 0,
-       "images.num_samples": 0}
+       "images.num_samples": 0, "eval.num_importance_samples": 30,
+       "eval.num_importance_samples_during_training": 0, "eval.iwae_chunk_size": 7}
 
 
 def _run(num_devices, workdir, overrides):
@@ -53,8 +54,9 @@ def test_same_parameters_on_one_and_four_devices(tmp_path):
   assert max(jax.tree.leaves(moved)) > 1e-2
   results = [json.load(open(tmp_path / f"dev{n}" / "results.json")) for n in (1, 4)]
   assert results[1]["device_count"] == 4
-  for key in ("elbo", "rate", "distortion"):
+  for key in ("elbo", "rate", "distortion", "nll", "mutual_information"):
     assert abs(results[0]["test"][key] - results[1]["test"][key]) < 1e-4
+  assert results[0]["test"]["active_units"] == results[1]["test"]["active_units"]
 
 
 def test_indivisible_global_batch_is_a_clear_error(tmp_path):

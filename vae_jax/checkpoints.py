@@ -33,11 +33,13 @@ def _quiet_orbax() -> None:
 class Checkpointer:
   """Periodic saves into ``workdir/checkpoints``, keeping the last ``keep``."""
 
-  def __init__(self, workdir: str, keep: int):
+  def __init__(self, workdir: str, keep: int, read_only: bool = False):
+    """``read_only``: for evaluators of another process's run; never writes or deletes."""
     _quiet_orbax()
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                           enable_async_checkpointing=not read_only,
+                                           read_only=read_only)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> Optional[int]:
@@ -47,14 +49,19 @@ class Checkpointer:
     """Saves a host-side (unreplicated) state; returns while orbax writes."""
     self._manager.save(step, args=ocp.args.StandardSave(state))
 
-  def restore_latest(self, template: Any) -> Optional[Any]:
-    """The latest saved state shaped like ``template``, or None if there is none."""
-    step = self._manager.latest_step()
-    if step is None:
-      return None
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps(read=True))
+
+  def restore(self, step: int, template: Any) -> Any:
+    """The state saved at ``step``, shaped like ``template``."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     logging.info("Restoring checkpoint %d from %s", step, self.directory)
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def restore_latest(self, template: Any) -> Optional[Any]:
+    """The latest saved state shaped like ``template``, or None if there is none."""
+    step = self._manager.latest_step()
+    return None if step is None else self.restore(step, template)
 
   def close(self) -> None:
     """Waits for pending saves to finish, then releases the manager."""

@@ -68,6 +68,24 @@ def load(name: str, *, train_split: str = "train", test_split: str = "test",
   return _load_tfds(name, train_split, test_split, data_dir, manual_dir)
 
 
+def load_configured(data) -> tuple[Dataset, Optional[str]]:
+  """The dataset of ``config.data``, or its fallback (loudly) if it cannot be had.
+
+  Returns (dataset, why the fallback was used, or None).
+  """
+  try:
+    return load(data.name, train_split=data.train_split, test_split=data.test_split,
+                data_dir=data.data_dir, manual_dir=data.manual_dir), None
+  except DatasetUnavailableError as e:
+    if not data.fallback:
+      raise
+    bar = "!" * 78
+    logging.warning("\n%s\n!! DATASET %r IS UNAVAILABLE; USING %r INSTEAD.\n!! %s\n"
+                    "!! results.json records the dataset actually used.\n%s",
+                    bar, data.name, data.fallback, e, bar)
+    return load(data.fallback), str(e)
+
+
 # ----------------------------------------------------------------------------- TFDS
 
 

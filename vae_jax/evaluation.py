@@ -1,4 +1,4 @@
-"""Evaluation of the ELBO terms over a whole split, data-parallel.
+"""Evaluation over a whole split, data-parallel: ELBO terms, IWAE NLL, diagnostics.
 
 The split is padded to a whole number of global batches and sharded once; each
 device scans over its block. Every random draw (test-time binarization or
@@ -10,12 +10,18 @@ on any device count, and models are compared on exactly the same test data.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import functools
+import math
+import time
+from typing import Any
 
 import jax
 import numpy as np
 
+from vae_jax import diagnostics
 from vae_jax import input_pipeline as pipeline
+from vae_jax import iwae
+from vae_jax import likelihoods
 from vae_jax import models
 from vae_jax import objectives
 from vae_jax import parallel
@@ -56,12 +62,26 @@ def eval_inputs(images: jax.Array, ids: jax.Array, preprocessing: str,
   return pipeline.preprocess(images, pixel_keys, preprocessing), latent_keys
 
 
-def make_eval_fn(model: models.VAE, preprocessing: str, kl_estimator: str, seed: int):
-  """Per-device fn(params, images, ids) -> per-example terms [batches, batch, ...]."""
+def make_eval_fn(model: models.VAE, preprocessing: str, kl_estimator: str, seed: int,
+                 num_importance_samples: int = 0, iwae_chunk_size: int = 100):
+  """Per-device fn(params, images, ids) -> per-example terms [batches, batch, ...].
+
+  Terms: the ELBO terms, the posterior parameters ("posterior_mean",
+  "posterior_logvar") and, when num_importance_samples > 0, the IWAE estimate
+  "log_px" with that many samples.
+  """
+  key = jax.random.PRNGKey(seed)
 
   def eval_batch(params, images, ids):
     x, latent_keys = eval_inputs(images, ids, preprocessing, seed)
-    return objectives.vae_terms(model, params, x, latent_keys, kl_estimator)
+    terms = objectives.vae_terms(model, params, x, latent_keys, kl_estimator)
+    terms["posterior_mean"], terms["posterior_logvar"] = models.encode(model, params, x)
+    if num_importance_samples:
+      iwae_keys = pipeline.example_keys(
+          pipeline.stream_key(key, pipeline.STREAM_LATENT, 1), ids)
+      terms["log_px"] = iwae.vae_iwae_log_px(model, params, x, iwae_keys,
+                                             num_importance_samples, iwae_chunk_size)
+    return terms
 
   def eval_fn(params, images, ids):
     return jax.lax.map(lambda b: eval_batch(params, *b), (images, ids))
@@ -73,25 +93,66 @@ class Evaluator:
   """Evaluates params (replicated on the devices) on one sharded split."""
 
   def __init__(self, model: models.VAE, preprocessing: str, kl_estimator: str,
-               seed: int, images: np.ndarray, global_batch: int):
+               seed: int, images: np.ndarray, global_batch: int,
+               iwae_chunk_size: int = 100, collapse_rate_floor: float = 0.0):
     self.split = shard_split(images, global_batch)
-    self._fn = parallel.data_parallel(
-        make_eval_fn(model, preprocessing, kl_estimator, seed))
+    self._model, self._seed = model, seed
+    self._make = functools.partial(make_eval_fn, model, preprocessing, kl_estimator, seed,
+                                   iwae_chunk_size=iwae_chunk_size)
+    self._fns = {}  # one compiled function per number of importance samples
+    self._rate_floor = collapse_rate_floor
 
-  def per_example(self, params) -> dict[str, np.ndarray]:
+  def per_example(self, params, num_importance_samples: int = 0) -> dict[str, np.ndarray]:
     """Per-example terms in split order, padding removed (float32, host)."""
-    terms = self._fn(params, self.split.images, self.split.ids)
+    if num_importance_samples not in self._fns:
+      self._fns[num_importance_samples] = parallel.data_parallel(
+          self._make(num_importance_samples=num_importance_samples))
+    terms = self._fns[num_importance_samples](params, self.split.images, self.split.ids)
     terms = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), parallel.unshard(terms))
     return {k: v[: self.split.num_examples] for k, v in terms.items()}
 
-  def summary(self, params) -> dict[str, float]:
-    return summarize(self.per_example(params))
+  def evaluate(self, params, num_importance_samples: int = 0) -> dict[str, Any]:
+    """ELBO terms, latent diagnostics and (k > 0) the IWAE NLL, summarised."""
+    start = time.time()
+    terms = self.per_example(params, num_importance_samples)
+    out = summarize(terms, self._model, self._seed, self._rate_floor)
+    if num_importance_samples:
+      out["num_importance_samples"] = num_importance_samples
+    out["eval_seed"] = self._seed
+    out["eval_seconds"] = time.time() - start
+    return out
 
 
-def summarize(terms: dict[str, np.ndarray],
-              keys: Optional[tuple[str, ...]] = None) -> dict[str, float]:
-  """Means in float64; the loss papers quote is -elbo ('neg_elbo'), in nats."""
-  out = {k: float(np.mean(terms[k], dtype=np.float64))
-         for k in (keys or SUMMARY_KEYS) if k in terms}
+def summarize(terms: dict[str, np.ndarray], model: models.VAE, seed: int,
+              rate_floor: float) -> dict[str, Any]:
+  """Means over the split (float64) and diagnostics; every figure in nats per example.
+
+  neg_elbo is the loss papers quote; nll = -mean log p_k(x) (IWAE) when present, and
+  gap = nll - neg_elbo (<= 0 in expectation: how loose the ELBO is).
+  """
+  mean = lambda v: float(np.mean(v, dtype=np.float64))
+  out = {k: mean(terms[k]) for k in SUMMARY_KEYS if k in terms}
   out["neg_elbo"] = -out["elbo"]
+  out["kl_per_dim"] = [mean(v) for v in terms["kl_per_dim"].T]
+  out["active_units"], activity = diagnostics.active_units(terms["posterior_mean"])
+  out["activity_per_dim"] = [float(a) for a in activity]
+  out["mutual_information"] = diagnostics.mutual_information(
+      terms["posterior_mean"], terms["posterior_logvar"], seed)
+  if "log_px" in terms:
+    out["nll"] = -mean(terms["log_px"])
+    out["gap"] = out["nll"] - out["neg_elbo"]
+    if likelihoods.is_continuous(model.likelihood):
+      out["nll_bits_per_dim"] = float(likelihoods.bits_per_dim(
+          out["nll"], math.prod(model.image_shape)))
+  out["posterior_collapse"] = diagnostics.collapse_alarm(
+      out["active_units"], out["rate"], rate_floor)
+  return out
+
+
+def scalars(summary: dict[str, Any]) -> dict[str, float]:
+  """The summary's numbers as flat scalars for metric writers (per-dim KL included)."""
+  out = {k: v for k, v in summary.items()
+         if isinstance(v, (int, float)) and not isinstance(v, bool)}
+  out.update({f"kl_dim_{d:03d}": v for d, v in enumerate(summary.get("kl_per_dim", []))})
+  out["posterior_collapse"] = float(summary.get("posterior_collapse") is not None)
   return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import ml_collections
@@ -28,25 +28,6 @@ from vae_jax import validation
 from vae_jax import workdir as workdir_lib
 
 
-def load_data(data: ml_collections.ConfigDict) -> tuple[datasets.Dataset, Optional[str]]:
-  """The configured dataset, or the fallback (loudly) if it cannot be had.
-
-  Returns (dataset, why the fallback was used or None).
-  """
-  try:
-    return datasets.load(data.name, train_split=data.train_split,
-                         test_split=data.test_split, data_dir=data.data_dir,
-                         manual_dir=data.manual_dir), None
-  except datasets.DatasetUnavailableError as e:
-    if not data.fallback:
-      raise
-    bar = "!" * 78
-    logging.warning("\n%s\n!! DATASET %r IS UNAVAILABLE; TRAINING ON %r INSTEAD.\n!! %s\n"
-                    "!! results.json records the dataset actually used.\n%s",
-                    bar, data.name, data.fallback, e, bar)
-    return datasets.load(data.fallback), str(e)
-
-
 def _next_stop(step: int, total: int, config: ml_collections.ConfigDict) -> int:
   """The next step at which the host must act (log, eval, checkpoint, end)."""
   stops = [total, step + config.steps_per_dispatch]
@@ -59,6 +40,19 @@ def _format(metrics: dict[str, float]) -> str:
   return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
 
 
+def describe(summary: dict[str, Any]) -> str:
+  """One log line for an evaluation summary."""
+  text = (f"-ELBO {summary['neg_elbo']:.3f} nats (rate {summary['rate']:.3f}, "
+          f"distortion {summary['distortion']:.3f})")
+  if "bits_per_dim" in summary:
+    text += f", {summary['bits_per_dim']:.4f} bits/dim"
+  if "nll" in summary:
+    text += (f" | NLL(k={summary['num_importance_samples']}) {summary['nll']:.3f}, "
+             f"gap {summary['gap']:.3f}")
+  return (text + f" | active units {summary['active_units']}/{len(summary['kl_per_dim'])}, "
+          f"MI {summary['mutual_information']:.3f} | {summary['eval_seconds']:.1f}s")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains and evaluates one VAE; writes everything into ``workdir``; returns results."""
   start_time = time.time()
@@ -67,7 +61,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   workdir_lib.prepare(workdir, config)
   main_process = jax.process_index() == 0
 
-  dataset, fallback_reason = load_data(config.data)
+  dataset, fallback_reason = datasets.load_configured(config.data)
   likelihood = config.model.likelihood
   preprocessing = validation.resolve_preprocessing(
       dataset.name, config.data.preprocessing, likelihood)
@@ -104,14 +98,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_chunk = parallel.data_parallel(training.make_train_chunk(model, tx, spec),
                                        static_argnums=(2,), donate_argnums=(0,))
   evaluator = evaluation.Evaluator(model, preprocessing, config.objective.kl_estimator,
-                                   config.eval.seed, dataset.test, config.eval.batch_size)
+                                   config.eval.seed, dataset.test, config.eval.batch_size,
+                                   config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)
   train_images = parallel.replicate(dataset.train)
   rstate = parallel.replicate(state)
   writer = metrics_lib.create_writer(workdir, is_main_process=main_process)
 
   pending, last_log_step, train_seconds, interval_start = [], step, 0.0, time.time()
   compiled, compiling = set(), False  # chunk lengths seen; a new one means a compilation
-  test_summary = None
+  test_summary, alarm_steps = None, []
+
+  def evaluate(num_importance_samples):
+    summary = evaluator.evaluate(rstate.params, num_importance_samples)
+    logging.info("step %d test | %s", step, describe(summary))
+    writer.write_scalars(step, {f"test/{k}": v for k, v in evaluation.scalars(summary).items()})
+    if summary["posterior_collapse"]:
+      alarm_steps.append(step)
+      logging.warning("step %d: %s", step, summary["posterior_collapse"])
+    return summary
+
   while step < total_steps:
     num_steps = _next_stop(step, total_steps, config) - step
     compiling |= num_steps not in compiled
@@ -140,14 +145,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if step % config.eval_every == 0 or final:
       jax.block_until_ready(rstate.step)
       host_start = time.time()
-      test_summary = evaluator.summary(rstate.params)
-      logging.info("step %d test | %s", step, _format(test_summary))
-      writer.write_scalars(step, {f"test/{k}": v for k, v in test_summary.items()})
+      test_summary = evaluate(config.eval.num_importance_samples if final else
+                              config.eval.num_importance_samples_during_training)
     if step % config.checkpoint_every == 0 or final:
       ckpt.save(step, parallel.unreplicate(rstate))
     interval_start += time.time() - host_start  # host work is not training time
   if test_summary is None:  # resumed a run whose last checkpoint is its final step
-    test_summary = evaluator.summary(rstate.params)
+    test_summary = evaluate(config.eval.num_importance_samples)
   ckpt.close()
 
   params = parallel.unreplicate(rstate.params)
@@ -158,6 +162,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   results = {
       "test": test_summary,
+      "posterior_collapse": {"final": test_summary["posterior_collapse"],
+                             "alarm_steps": alarm_steps},
       "unit": "nats per example" + (" (bits_per_dim: bits per dimension)"
                                     if "bits_per_dim" in test_summary else ""),
       "dataset": {"requested": config.data.name, "used": dataset.name,
@@ -173,9 +179,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   }
   if main_process:
     workdir_lib.write_json(os.path.join(workdir, workdir_lib.RESULTS_FILE), results)
-  logging.info("Done: test -ELBO %.3f nats (rate %.3f, distortion %.3f) on %s in %.0fs.",
-               test_summary["neg_elbo"], test_summary["rate"], test_summary["distortion"],
-               dataset.name, results["wall_time_s"])
+  logging.info("Done on %s in %.0fs: %s", dataset.name, results["wall_time_s"],
+               describe(test_summary))
   return results
 
 

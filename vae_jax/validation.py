@@ -135,5 +135,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     except ValueError as e:
       raise ConfigError(f"config.{e}") from None
   _number(config, "eval.seed", minimum=0, integer=True)
+  _number(config, "eval.num_importance_samples", minimum=0, integer=True)
+  _number(config, "eval.num_importance_samples_during_training", minimum=0, integer=True)
+  _number(config, "eval.iwae_chunk_size", minimum=1, integer=True)
+  _number(config, "eval.collapse_rate_floor", minimum=0)
   _number(config, "images.num_reconstructions", minimum=0, integer=True)
   _number(config, "images.num_samples", minimum=0, integer=True)

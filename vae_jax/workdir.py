@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import tempfile
-from typing import Any
+from typing import Any, Optional
 
 import ml_collections
 
@@ -50,6 +50,23 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
           f"config ({path}) to resume it.")
     return
   write_json(path, new)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run recorded in its workdir."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise WorkdirError(f"{path} does not exist: {workdir} is not a vae_jax run directory.")
+  with open(path, encoding="utf-8") as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def read_json(path: str) -> Optional[dict]:
+  """The JSON object in ``path``, or None if there is no such file."""
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -1,0 +1,35 @@
+r"""Evaluates a checkpoint of a run: python -m experiments.evaluate --workdir=DIR.
+
+Test -ELBO, rate, distortion, IWAE NLL (k importance samples), active units and
+mutual information of the latest (or --step) checkpoint, written to
+DIR/eval/step_STEP_kK.json. Read-only for the run itself: works on finished and
+running runs alike.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only reads data here.
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+from absl import logging
+
+from vae_jax import checkpoint_eval
+from vae_jax import train
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A vae_jax run directory.", required=True)
+_K = flags.DEFINE_integer("num_importance_samples", None,
+                          "IWAE samples k (default: the run's eval.num_importance_samples).")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  record = checkpoint_eval.evaluate_checkpoint(
+      _WORKDIR.value, step=_STEP.value, num_importance_samples=_K.value)
+  logging.info("step %d: %s", record["step"], train.describe(record["test"]))
+
+
+if __name__ == "__main__":
+  app.run(main)

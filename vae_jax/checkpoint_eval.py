@@ -1,0 +1,90 @@
+"""Evaluating a saved checkpoint of a finished or running run, read-only.
+
+Used by ``python -m experiments.evaluate``. The run's own config.json decides the
+model and data; its checkpoints are opened read-only and its training state,
+metrics and results are never touched. Each evaluation writes its own file,
+``eval/step_STEP_kK.json``, and refuses to replace an existing one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Optional
+
+from absl import logging
+
+from vae_jax import checkpoints
+from vae_jax import datasets
+from vae_jax import evaluation
+from vae_jax import models
+from vae_jax import parallel
+from vae_jax import training
+from vae_jax import validation
+from vae_jax import workdir as workdir_lib
+
+
+def _dataset_of_run(workdir: str, config) -> datasets.Dataset:
+  """The data the run actually trained on (its fallback, if results.json says so)."""
+  results = workdir_lib.read_json(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+  used = results["dataset"]["used"] if results else None
+  if used and used != config.data.name:
+    logging.warning("The run used %r (fallback for %r); evaluating on %r.", used,
+                    config.data.name, used)
+    return datasets.load(used)
+  dataset, fallback_reason = datasets.load_configured(config.data)
+  if fallback_reason and not results:
+    logging.warning("Evaluating a running run on the fallback %r: %s", dataset.name,
+                    fallback_reason)
+  return dataset
+
+
+def evaluate_checkpoint(workdir: str, *, step: Optional[int] = None,
+                        num_importance_samples: Optional[int] = None) -> dict[str, Any]:
+  """Evaluates checkpoint ``step`` (default: the latest) of the run in ``workdir``."""
+  start = time.time()
+  workdir = os.path.abspath(workdir)
+  config = workdir_lib.load_config(workdir)
+  validation.validate(config)
+  k = config.eval.num_importance_samples if num_importance_samples is None else (
+      num_importance_samples)
+  if k < 0:
+    raise validation.ConfigError(f"--num_importance_samples={k} is invalid: must be >= 0.")
+
+  ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints, read_only=True)
+  steps = ckpt.all_steps()
+  if not steps:
+    raise workdir_lib.WorkdirError(f"No checkpoint in {ckpt.directory} yet.")
+  step = steps[-1] if step is None else step
+  if step not in steps:
+    raise workdir_lib.WorkdirError(
+        f"--step={step}: no such checkpoint in {ckpt.directory}; available: {steps}.")
+  out_path = os.path.join(workdir, "eval", f"step_{step:08d}_k{k}.json")
+  if os.path.exists(out_path):
+    raise workdir_lib.WorkdirError(
+        f"{out_path} exists: this checkpoint was already evaluated with k={k} (evaluation is "
+        f"deterministic). Move that file away to recompute it.")
+
+  dataset = _dataset_of_run(workdir, config)
+  preprocessing = validation.resolve_preprocessing(
+      dataset.name, config.data.preprocessing, config.model.likelihood)
+  model = models.build_model(config.model, dataset.image_shape)
+  template = training.create_train_state(
+      config.seed, model, training.make_optimizer(config.optim, total_steps=1))
+  state = ckpt.restore(step, template)
+  evaluator = evaluation.Evaluator(
+      model, preprocessing, config.objective.kl_estimator, config.eval.seed, dataset.test,
+      config.eval.batch_size, config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)
+  summary = evaluator.evaluate(parallel.replicate(state.params), k)
+  record = {
+      "step": step, "test": summary, "checkpoint": os.path.join(ckpt.directory, str(step)),
+      "dataset": {"used": dataset.name, "source": dataset.source,
+                  "preprocessing": preprocessing, "num_test": len(dataset.test),
+                  "test_split": config.data.test_split},
+      "unit": "nats per example", "device_count": parallel.device_count(),
+      "wall_time_s": time.time() - start, "versions": workdir_lib.versions(),
+  }
+  os.makedirs(os.path.dirname(out_path), exist_ok=True)
+  workdir_lib.write_json(out_path, record)
+  logging.info("Wrote %s", out_path)
+  return record
