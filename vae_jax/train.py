@@ -141,14 +141,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.write_scalars(step, {"train/steps_per_sec": steps_per_s,
                                   "train/examples_per_sec": steps_per_s * config.batch_size})
       pending, last_log_step, interval_start, compiling = [], step, time.time(), False
+    jax.block_until_ready(rstate.step)
     host_start = time.time()
+    if step % config.checkpoint_every == 0 or final:  # before a (possibly long) evaluation
+      ckpt.save(step, parallel.unreplicate(rstate))
     if step % config.eval_every == 0 or final:
-      jax.block_until_ready(rstate.step)
-      host_start = time.time()
       test_summary = evaluate(config.eval.num_importance_samples if final else
                               config.eval.num_importance_samples_during_training)
-    if step % config.checkpoint_every == 0 or final:
-      ckpt.save(step, parallel.unreplicate(rstate))
     interval_start += time.time() - host_start  # host work is not training time
   if test_summary is None:  # resumed a run whose last checkpoint is its final step
     test_summary = evaluate(config.eval.num_importance_samples)
