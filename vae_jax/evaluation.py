@@ -52,35 +52,35 @@ def shard_split(images: np.ndarray, global_batch: int) -> ShardedSplit:
   return ShardedSplit(sharded["images"], sharded["ids"], num)
 
 
-def eval_inputs(images: jax.Array, ids: jax.Array, preprocessing: str,
-                seed: int) -> tuple[jax.Array, jax.Array]:
-  """Test images as the model sees them, and their z-sample keys, keyed by example id."""
-  key = jax.random.PRNGKey(seed)
-  pixel_keys = pipeline.example_keys(pipeline.stream_key(key, pipeline.STREAM_PIXELS, 0), ids)
-  latent_keys = pipeline.example_keys(
-      pipeline.stream_key(key, pipeline.STREAM_LATENT, 0), ids)
-  return pipeline.preprocess(images, pixel_keys, preprocessing), latent_keys
+def eval_keys(seed: int, stream: int, ids: jax.Array) -> jax.Array:
+  """Per-example keys of one evaluation stream, keyed by example id."""
+  return pipeline.example_keys(pipeline.stream_key(jax.random.PRNGKey(seed), stream, 0), ids)
+
+
+def eval_inputs(images: jax.Array, ids: jax.Array, preprocessing: str, seed: int) -> jax.Array:
+  """Test images as the model sees them (fixed binarization / dequantization)."""
+  return pipeline.preprocess(images, eval_keys(seed, pipeline.STREAM_PIXELS, ids),
+                             preprocessing)
 
 
 def make_eval_fn(model: models.VAE, preprocessing: str, kl_estimator: str, seed: int,
-                 num_importance_samples: int = 0, iwae_chunk_size: int = 100):
+                 num_importance_samples: int = 0, iwae_chunk_size: int = 20):
   """Per-device fn(params, images, ids) -> per-example terms [batches, batch, ...].
 
   Terms: the ELBO terms, the posterior parameters ("posterior_mean",
   "posterior_logvar") and, when num_importance_samples > 0, the IWAE estimate
   "log_px" with that many samples.
   """
-  key = jax.random.PRNGKey(seed)
 
   def eval_batch(params, images, ids):
-    x, latent_keys = eval_inputs(images, ids, preprocessing, seed)
-    terms = objectives.vae_terms(model, params, x, latent_keys, kl_estimator)
-    terms["posterior_mean"], terms["posterior_logvar"] = models.encode(model, params, x)
+    x = eval_inputs(images, ids, preprocessing, seed)
+    terms = objectives.vae_terms(model, params, x,
+                                 eval_keys(seed, pipeline.STREAM_LATENT, ids), kl_estimator)
     if num_importance_samples:
-      iwae_keys = pipeline.example_keys(
-          pipeline.stream_key(key, pipeline.STREAM_LATENT, 1), ids)
-      terms["log_px"] = iwae.vae_iwae_log_px(model, params, x, iwae_keys,
-                                             num_importance_samples, iwae_chunk_size)
+      terms["log_px"] = iwae.vae_iwae_log_px(
+          model, params, x, terms["posterior_mean"], terms["posterior_logvar"],
+          eval_keys(seed, pipeline.STREAM_IMPORTANCE, ids), num_importance_samples,
+          iwae_chunk_size)
     return terms
 
   def eval_fn(params, images, ids):
@@ -94,7 +94,7 @@ class Evaluator:
 
   def __init__(self, model: models.VAE, preprocessing: str, kl_estimator: str,
                seed: int, images: np.ndarray, global_batch: int,
-               iwae_chunk_size: int = 100, collapse_rate_floor: float = 0.0):
+               iwae_chunk_size: int = 20, collapse_rate_floor: float = 0.0):
     self.split = shard_split(images, global_batch)
     self._model, self._seed = model, seed
     self._make = functools.partial(make_eval_fn, model, preprocessing, kl_estimator, seed,

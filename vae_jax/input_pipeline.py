@@ -20,7 +20,7 @@ import jax.numpy as jnp
 PREPROCESSING = ("binary", "dynamic", "dequantize")
 
 # Fixed stream ids folded into keys so the streams never overlap.
-STREAM_PERMUTATION, STREAM_PIXELS, STREAM_LATENT = 0, 1, 2
+STREAM_PERMUTATION, STREAM_PIXELS, STREAM_LATENT, STREAM_IMPORTANCE = 0, 1, 2, 3
 
 
 def stream_key(rng: jax.Array, stream: int, counter: jax.Array) -> jax.Array:

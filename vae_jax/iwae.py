@@ -54,10 +54,10 @@ def iwae_log_px(mean: jax.Array, logvar: jax.Array,
   return acc - math.log(num_samples)
 
 
-def vae_iwae_log_px(model: models.VAE, params: dict, x: jax.Array, keys: jax.Array,
-                    num_samples: int, chunk_size: int) -> jax.Array:
-  """``iwae_log_px`` for a VAE on images x [B, H, W, C]."""
-  mean, logvar = models.encode(model, params, x)
+def vae_iwae_log_px(model: models.VAE, params: dict, x: jax.Array, mean: jax.Array,
+                    logvar: jax.Array, keys: jax.Array, num_samples: int,
+                    chunk_size: int) -> jax.Array:
+  """``iwae_log_px`` for a VAE on images x [B, H, W, C] with q(z|x) = N(mean, exp(logvar))."""
 
   def log_likelihood(z):
     batch, samples, latent = z.shape

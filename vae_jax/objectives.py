@@ -53,7 +53,7 @@ def elbo_terms(mean: jax.Array, logvar: jax.Array,
 
 def vae_terms(model: models.VAE, params: dict, x: jax.Array, keys: jax.Array,
               kl_estimator: str = "analytic") -> Terms:
-  """``elbo_terms`` for a VAE model on images x [B, H, W, C]."""
+  """``elbo_terms`` for a VAE on images x [B, H, W, C], plus q's mean and logvar."""
   mean, logvar = models.encode(model, params, x)
 
   def log_likelihood(z):
@@ -61,6 +61,7 @@ def vae_terms(model: models.VAE, params: dict, x: jax.Array, keys: jax.Array,
     return likelihoods.log_prob(model.likelihood, x, loc, log_scale)
 
   terms = elbo_terms(mean, logvar, log_likelihood, keys, kl_estimator)
+  terms["posterior_mean"], terms["posterior_logvar"] = mean, logvar
   if likelihoods.is_continuous(model.likelihood):
     terms["bits_per_dim"] = likelihoods.bits_per_dim(
         -terms["elbo"], math.prod(model.image_shape))

@@ -141,14 +141,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       writer.write_scalars(step, {"train/steps_per_sec": steps_per_s,
                                   "train/examples_per_sec": steps_per_s * config.batch_size})
       pending, last_log_step, interval_start, compiling = [], step, time.time(), False
-    jax.block_until_ready(rstate.step)
-    host_start = time.time()
-    if step % config.checkpoint_every == 0 or final:  # before a (possibly long) evaluation
-      ckpt.save(step, parallel.unreplicate(rstate))
-    if step % config.eval_every == 0 or final:
-      test_summary = evaluate(config.eval.num_importance_samples if final else
-                              config.eval.num_importance_samples_during_training)
-    interval_start += time.time() - host_start  # host work is not training time
+    save = step % config.checkpoint_every == 0 or final
+    run_eval = step % config.eval_every == 0 or final
+    if save or run_eval:
+      jax.block_until_ready(rstate.step)
+      host_start = time.time()
+      if save:  # before a (possibly long) evaluation, so a killed evaluation loses nothing
+        ckpt.save(step, parallel.unreplicate(rstate))
+      if run_eval:
+        test_summary = evaluate(config.eval.num_importance_samples if final else
+                                config.eval.num_importance_samples_during_training)
+      interval_start += time.time() - host_start  # host work is not training time
   if test_summary is None:  # resumed a run whose last checkpoint is its final step
     test_summary = evaluate(config.eval.num_importance_samples)
   ckpt.close()
@@ -184,11 +187,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def _write_pictures(writer, workdir: str, model: models.VAE, params: dict,
-                    dataset: datasets.Dataset, config: ml_collections.ConfigDict, preprocessing: str, step: int) -> None:
+                    dataset: datasets.Dataset, config: ml_collections.ConfigDict,
+                    preprocessing: str, step: int) -> None:
   """Reconstructions of the first test images (as the model sees them) and samples."""
   count = min(config.images.num_reconstructions, len(dataset.test))
-  inputs, _ = evaluation.eval_inputs(dataset.test[:count], np.arange(count), preprocessing,
-                                     config.eval.seed)
+  inputs = evaluation.eval_inputs(dataset.test[:count], np.arange(count), preprocessing,
+                                  config.eval.seed)
   pictures = images.model_pictures(model, params, inputs, config.images.num_samples,
                                    config.eval.seed)
   for name, picture in pictures.items():

@@ -39,9 +39,8 @@ def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
         f"the old one away); finished results are never overwritten.")
   path = os.path.join(workdir, CONFIG_FILE)
   new = config_dict(config)
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      old = json.load(f)
+  old = read_json(path)
+  if old is not None:
     if old != new:
       changed = sorted(_diff(old, new))
       raise WorkdirError(
