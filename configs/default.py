@@ -49,6 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.warmup_steps = 0          # linear learning-rate warm-up
   config.optim.grad_clip_norm = 0.0      # 0 = no clipping
   config.optim.weight_decay = 0.0        # adamw only
+  config.optim.on_nonfinite = "stop"     # NaN/Inf loss or grad norm: "stop" (error) | "skip"
+  config.optim.max_consecutive_nonfinite = 10  # "skip": stop after this many in a row
 
   config.batch_size = 128                # global: per-device batch x device count
   config.num_epochs = 10
@@ -57,7 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.log_every = 200
   config.eval_every = 1000               # test ELBO every N steps (and at the end)
   config.checkpoint_every = 1000
-  config.keep_checkpoints = 3
+  config.keep_checkpoints = 3            # the latest N ...
+  config.keep_best_checkpoint = False    # ... plus the one with the best test -ELBO
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 1000          # global
@@ -70,4 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.images = ml_collections.ConfigDict()
   config.images.num_reconstructions = 32
   config.images.num_samples = 64
+
+  config.debug = ml_collections.ConfigDict()
+  config.debug.nan_at_step = -1          # fault injection: update N's loss becomes NaN
   return config

@@ -1,7 +1,8 @@
 r"""Evaluates a checkpoint of a run: python -m experiments.evaluate --workdir=DIR.
 
 Test -ELBO, rate, distortion, IWAE NLL (k importance samples), active units and
-mutual information of the latest (or --step) checkpoint, written to
+mutual information of the latest intact checkpoint (or --step=STEP, or
+--step=best for runs with keep_best_checkpoint), written to
 DIR/eval/step_STEP_kK.json. Read-only for the run itself: works on finished and
 running runs alike.
 """
@@ -20,14 +21,19 @@ from vae_jax import train
 _WORKDIR = flags.DEFINE_string("workdir", None, "A vae_jax run directory.", required=True)
 _K = flags.DEFINE_integer("num_importance_samples", None,
                           "IWAE samples k (default: the run's eval.num_importance_samples).")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+_STEP = flags.DEFINE_string("step", None, "Checkpoint step, or 'best' (default: the latest).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  step = _STEP.value
+  if step not in (None, "best"):
+    if not step.isdigit():
+      raise app.UsageError(f"--step={step}: use a checkpoint step number or 'best'.")
+    step = int(step)
   record = checkpoint_eval.evaluate_checkpoint(
-      _WORKDIR.value, step=_STEP.value, num_importance_samples=_K.value)
+      _WORKDIR.value, step=step, num_importance_samples=_K.value)
   logging.info("step %d: %s", record["step"], train.describe(record["test"]))
 
 

@@ -1,30 +1,58 @@
 r"""Trains one VAE: python -m experiments.train --config=configs/beta.py --workdir=DIR.
 
 Any config field can be overridden, e.g. --config.model.latent_dim=10, and a
-config argument selects a variant: --config=configs/beta.py:beta=4.
+config argument selects a variant: --config=configs/beta.py:beta=4. Rerunning
+the same command on the same workdir resumes it; SIGTERM saves and exits.
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only reads data here.
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
+from vae_jax import checkpoints
+from vae_jax import datasets
+from vae_jax import preemption
 from vae_jax import train
+from vae_jax import training
+from vae_jax import validation
+from vae_jax import workdir
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py",
+# Errors that explain themselves: printed without a traceback, exit status 1.
+_USER_ERRORS = (validation.ConfigError, workdir.WorkdirError, datasets.DatasetUnavailableError,
+                training.NonFiniteError, checkpoints.CheckpointError)
+
+_DEFAULT_CONFIG = "configs/default.py"
+try:  # ml_collections applies overrides as the flag is defined: check them first.
+  validation.check_overrides(sys.argv, _DEFAULT_CONFIG)
+except validation.ConfigError as e:
+  sys.exit(f"FATAL {e}")
+_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
                                           "Config file (optionally FILE:ARG).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, "
                                "images and results.json.", required=True)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "If the workdir holds another or a "
+                               "finished run, move it to WORKDIR.replaced-TIME and start anew.")
+_ALLOW = flags.DEFINE_list("allow_config_changes", [], "Continue the run in the workdir "
+                           "with these fields changed, e.g. num_epochs,eval.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
+                             allow_changes=_ALLOW.value)
+  except preemption.Preempted as e:
+    logging.warning("%s", e)
+  except _USER_ERRORS as e:
+    sys.exit(f"FATAL {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,26 @@ def make_config(**overrides):
   return set_fields(default.get_config(), fields)
 
 
+def saved_state(workdir, config, image_shape=(8, 8, 1), step=None):
+  """(the state a run saved at ``step`` or its latest, the run's initial state)."""
+  from vae_jax import checkpoints, models, training  # pylint: disable=g-import-not-at-top
+  model = models.build_model(config.model, image_shape)
+  init = training.create_train_state(config.seed, model,
+                                     training.make_optimizer(config.optim, 1))
+  ckpt = checkpoints.Checkpointer(str(workdir), 3, read_only=True)
+  state, _ = ckpt.restore_latest(init) if step is None else ckpt.restore(step, init)
+  return state, init
+
+
+def assert_trees_equal(a, b):
+  """Bitwise equality of two pytrees (same structure, same bytes)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 @pytest.fixture
 def config_factory():
   return make_config

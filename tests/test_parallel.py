@@ -8,10 +8,7 @@ import sys
 import jax
 import numpy as np
 
-from tests.conftest import REPO, make_config
-from vae_jax import checkpoints
-from vae_jax import models
-from vae_jax import training
+from tests.conftest import REPO, make_config, saved_state
 
 # Dynamic binarization, free bits and KL warm-up: every per-example draw and the
 # global free-bits floor must be independent of how the batch is split.
@@ -32,9 +29,8 @@ def _run(num_devices, workdir, overrides):
 
 def _final_state(workdir):
   config = make_config(**{k.replace(".", "__"): v for k, v in RUN.items()})
-  model = models.build_model(config.model, (8, 8, 1))
-  template = training.create_train_state(0, model, training.make_optimizer(config.optim, 40))
-  return template, checkpoints.Checkpointer(str(workdir), 3).restore_latest(template)
+  state, init = saved_state(workdir, config)
+  return init, state
 
 
 def test_same_parameters_on_one_and_four_devices(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from absl import logging
 
@@ -39,9 +39,13 @@ def _dataset_of_run(workdir: str, config) -> datasets.Dataset:
   return dataset
 
 
-def evaluate_checkpoint(workdir: str, *, step: Optional[int] = None,
+def evaluate_checkpoint(workdir: str, *, step: Union[int, str, None] = None,
                         num_importance_samples: Optional[int] = None) -> dict[str, Any]:
-  """Evaluates checkpoint ``step`` (default: the latest) of the run in ``workdir``."""
+  """Evaluates checkpoint ``step`` of the run in ``workdir``.
+
+  ``step``: a number, "best" (lowest test -ELBO, runs with keep_best_checkpoint)
+  or None for the latest intact one.
+  """
   start = time.time()
   workdir = os.path.abspath(workdir)
   config = workdir_lib.load_config(workdir)
@@ -51,19 +55,20 @@ def evaluate_checkpoint(workdir: str, *, step: Optional[int] = None,
   if k < 0:
     raise validation.ConfigError(f"--num_importance_samples={k} is invalid: must be >= 0.")
 
-  ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints, read_only=True)
+  ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints,
+                                  keep_best=config.keep_best_checkpoint, read_only=True)
   steps = ckpt.all_steps()
   if not steps:
     raise workdir_lib.WorkdirError(f"No checkpoint in {ckpt.directory} yet.")
-  step = steps[-1] if step is None else step
-  if step not in steps:
+  if step == "best":
+    if not config.keep_best_checkpoint:
+      raise workdir_lib.WorkdirError(
+          "--step=best: this run did not track the best checkpoint (keep_best_checkpoint "
+          f"was False); pick one of {steps}.")
+    step = ckpt.best_step()
+  if step is not None and step not in steps:
     raise workdir_lib.WorkdirError(
         f"--step={step}: no such checkpoint in {ckpt.directory}; available: {steps}.")
-  out_path = os.path.join(workdir, "eval", f"step_{step:08d}_k{k}.json")
-  if os.path.exists(out_path):
-    raise workdir_lib.WorkdirError(
-        f"{out_path} exists: this checkpoint was already evaluated with k={k} (evaluation is "
-        f"deterministic). Move that file away to recompute it.")
 
   dataset = _dataset_of_run(workdir, config)
   preprocessing = validation.resolve_preprocessing(
@@ -71,7 +76,16 @@ def evaluate_checkpoint(workdir: str, *, step: Optional[int] = None,
   model = models.build_model(config.model, dataset.image_shape)
   template = training.create_train_state(
       config.seed, model, training.make_optimizer(config.optim, total_steps=1))
-  state = ckpt.restore(step, template)
+  if step is None:
+    state, _ = ckpt.restore_latest(template)
+    step = int(state.step)
+  else:
+    state, _ = ckpt.restore(step, template)
+  out_path = os.path.join(workdir, "eval", f"step_{step:08d}_k{k}.json")
+  if os.path.exists(out_path):
+    raise workdir_lib.WorkdirError(
+        f"{out_path} exists: this checkpoint was already evaluated with k={k} (evaluation is "
+        f"deterministic). Move that file away to recompute it.")
   evaluator = evaluation.Evaluator(
       model, preprocessing, config.objective.kl_estimator, config.eval.seed, dataset.test,
       config.eval.batch_size, config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)

@@ -1,20 +1,38 @@
 """Checkpoints of the whole train state with orbax's CheckpointManager.
 
-The state (params, optimizer state, step, base rng) is saved from device 0's
-copy; the data position and every random draw derive from (rng, step), so the
-state alone determines the rest of the run. Saves are asynchronous: training
-continues while orbax writes, and a save is only visible once complete.
+A checkpoint holds two items: "state" (params, optimizer state, step, base rng)
+and "meta" (JSON: the data position, run counters and a SHA-256 of the state's
+bytes). The data position and every random draw derive from (rng, step), so
+the state alone determines the rest of the run.
+
+Saves are asynchronous: orbax writes into a temporary directory, renames it
+when complete and only then removes checkpoints that fell out of the keep
+policy (the last ``keep``, plus the best by test -ELBO if asked). A checkpoint
+that fails to restore, or whose bytes no longer match its digest (a flipped
+byte in an array file restores "fine" otherwise), is moved to
+``workdir/damaged_checkpoints``, never deleted, and the previous one is used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging as py_logging
 import os
+import shutil
+import time
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+DAMAGED_DIR = "damaged_checkpoints"
+BEST_METRIC = "neg_elbo"  # lower is better
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint of the run can be restored."""
 
 
 class _OrbaxInfoFilter(py_logging.Filter):
@@ -30,38 +48,111 @@ def _quiet_orbax() -> None:
     logger.addFilter(_OrbaxInfoFilter())
 
 
+def state_digest(state: Any) -> str:
+  """SHA-256 over every leaf's path, dtype, shape and bytes."""
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    array = np.asarray(jax.device_get(leaf))
+    digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape};".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()
+
+
 class Checkpointer:
-  """Periodic saves into ``workdir/checkpoints``, keeping the last ``keep``."""
+  """Periodic saves into ``workdir/checkpoints`` with a fallback past damaged ones."""
 
-  def __init__(self, workdir: str, keep: int, read_only: bool = False):
-    """``read_only``: for evaluators of another process's run; never writes or deletes."""
+  def __init__(self, workdir: str, keep: int, keep_best: bool = False,
+               read_only: bool = False):
+    """``read_only``: for evaluators of another process's run; never writes or moves."""
     _quiet_orbax()
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                           enable_async_checkpointing=not read_only,
-                                           read_only=read_only)
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, "checkpoints")
+    self.keep_best = keep_best
+    policies = [ocp.checkpoint_managers.LatestN(n=keep)]
+    if keep_best:
+      policies.append(ocp.checkpoint_managers.BestN(
+          get_metric_fn=lambda m: m[BEST_METRIC], reverse=True, n=1,
+          keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        create=not read_only, read_only=read_only, enable_async_checkpointing=not read_only,
+        cleanup_tmp_directories=not read_only,  # leftovers of saves killed midway
+        preservation_policy=None if read_only else
+        ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+        best_fn=(lambda m: m[BEST_METRIC]) if keep_best else None, best_mode="min")
+    self._read_only = read_only
     self._manager = ocp.CheckpointManager(self.directory, options=options)
-
-  def latest_step(self) -> Optional[int]:
-    return self._manager.latest_step()
-
-  def save(self, step: int, state: Any) -> None:
-    """Saves a host-side (unreplicated) state; returns while orbax writes."""
-    self._manager.save(step, args=ocp.args.StandardSave(state))
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps(read=True))
 
-  def restore(self, step: int, template: Any) -> Any:
-    """The state saved at ``step``, shaped like ``template``."""
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def best_step(self) -> Optional[int]:
+    """The step with the lowest test -ELBO (the latest if none was scored)."""
+    return self._manager.best_step()
+
+  def save(self, step: int, state: Any, meta: dict[str, Any],
+           neg_elbo: Optional[float] = None) -> None:
+    """Saves a host-side (unreplicated) state; returns while orbax writes."""
+    meta = dict(meta, step=step, state_sha256=state_digest(state))
+    metrics = None if neg_elbo is None else {BEST_METRIC: float(neg_elbo)}
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              meta=ocp.args.JsonSave(meta))
+    if not self._manager.save(step, args=args, metrics=metrics):
+      raise CheckpointError(f"orbax declined to save step {step} in {self.directory} "
+                            f"(existing steps: {self.all_steps()}).")
+
+  def restore(self, step: int, template: Any) -> tuple[Any, dict[str, Any]]:
+    """(state, meta) saved at ``step``, shaped like ``template``; checks the digest."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     logging.info("Restoring checkpoint %d from %s", step, self.directory)
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    state, meta = restored["state"], dict(restored["meta"])
+    if meta.get("step") != step or meta.get("state_sha256") != state_digest(state):
+      raise CheckpointError(f"checkpoint {step}: its bytes do not match the SHA-256 "
+                            f"recorded when it was saved")
+    return state, meta
 
-  def restore_latest(self, template: Any) -> Optional[Any]:
-    """The latest saved state shaped like ``template``, or None if there is none."""
-    step = self._manager.latest_step()
-    return None if step is None else self.restore(step, template)
+  def restore_latest(self, template: Any) -> Optional[tuple[Any, dict[str, Any]]]:
+    """The newest checkpoint that restores intact, or None if there are none.
+
+    Damaged newer ones are named in a warning and (unless read-only) moved aside.
+    If no checkpoint restores, raises: the run must not silently start over.
+    """
+    failures = []
+    for step in reversed(self.all_steps()):
+      try:
+        restored = self.restore(step, template)
+      except Exception as e:  # pylint: disable=broad-except  # any failure = unusable
+        failures.append((step, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"))
+        continue
+      for bad_step, reason in failures:
+        self._set_aside(bad_step, reason)
+      return restored
+    if failures:
+      raise CheckpointError(
+          f"No checkpoint in {self.directory} can be restored: " +
+          "; ".join(f"step {s}: {r}" for s, r in failures) +
+          ". If the model or code changed, use a new --workdir; nothing was moved.")
+    return None
+
+  def _set_aside(self, step: int, reason: str) -> None:
+    path = os.path.join(self.directory, str(step))
+    if self._read_only or jax.process_index() != 0:
+      logging.warning("Checkpoint %s is damaged (%s); using an older one.", path, reason)
+      return
+    target = os.path.join(self.workdir, DAMAGED_DIR, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(path, target)
+    self._manager.reload()
+    logging.warning("Checkpoint %s is damaged (%s). Moved it to %s (not deleted) and "
+                    "resuming from an older checkpoint.", path, reason, target)
+
+  def reached_preemption(self, step: int) -> bool:
+    """Multi-host: whether all hosts agreed to stop at ``step`` (jax's preemption sync)."""
+    return self._manager.reached_preemption(step)
 
   def close(self) -> None:
     """Waits for pending saves to finish, then releases the manager."""

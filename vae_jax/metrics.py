@@ -1,7 +1,10 @@
 """Metric writers: TensorBoard event files (clu) plus a JSON-lines file.
 
 ``metrics.jsonl`` holds one object per write, ``{"step": 1000, "test/neg_elbo":
-104.2, ...}``, so curves can be read with nothing but the standard library.
+104.2, ...}``, so curves can be read with nothing but the standard library. A
+resumed run appends: steps between its checkpoint and the interruption appear
+twice, with identical values (training is deterministic); readers keep the
+last record per step (``read_jsonl`` does).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ class JsonlWriter(metric_writers.MetricWriter):
   """Appends scalars to a JSON-lines file; other summary kinds are not stored."""
 
   def __init__(self, path: str):
+    _drop_partial_last_line(path)  # left by a kill mid-write
     self._file = open(path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
@@ -27,6 +31,7 @@ class JsonlWriter(metric_writers.MetricWriter):
       value = float(np.asarray(value))
       record[key] = value if math.isfinite(value) else str(value)
     self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
 
   def write_summaries(self, step, values, metadata=None):
     del step, values, metadata
@@ -54,6 +59,25 @@ class JsonlWriter(metric_writers.MetricWriter):
 
   def close(self):
     self._file.close()
+
+
+def _drop_partial_last_line(path: str) -> None:
+  if not os.path.exists(path):
+    return
+  with open(path, "rb+") as f:
+    data = f.read()
+    if data and not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_jsonl(path: str) -> dict[int, dict[str, Any]]:
+  """{step: merged record}; for repeated steps (a resumed run) the last value wins."""
+  out: dict[int, dict[str, Any]] = {}
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      record = json.loads(line)
+      out.setdefault(record["step"], {}).update(record)
+  return out
 
 
 def create_writer(workdir: str, *, is_main_process: bool = True) -> metric_writers.MetricWriter:

@@ -6,10 +6,11 @@ devices; Python runs once per chunk, at log, evaluation and checkpoint points.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import ml_collections
@@ -23,15 +24,21 @@ from vae_jax import images
 from vae_jax import metrics as metrics_lib
 from vae_jax import models
 from vae_jax import parallel
+from vae_jax import preemption
 from vae_jax import training
 from vae_jax import validation
 from vae_jax import workdir as workdir_lib
 
 
 def _next_stop(step: int, total: int, config: ml_collections.ConfigDict) -> int:
-  """The next step at which the host must act (log, eval, checkpoint, end)."""
-  stops = [total, step + config.steps_per_dispatch]
-  for every in (config.log_every, config.eval_every, config.checkpoint_every):
+  """The next step at which the host must act (dispatch end, log, eval, checkpoint, end).
+
+  Every stop is a multiple of its interval, counted from step 0, so a resumed run
+  dispatches exactly the chunks an uninterrupted run would.
+  """
+  stops = [total]
+  for every in (config.steps_per_dispatch, config.log_every, config.eval_every,
+                config.checkpoint_every):
     stops.append((step // every + 1) * every)
   return min(stops)
 
@@ -53,14 +60,30 @@ def describe(summary: dict[str, Any]) -> str:
           f"MI {summary['mutual_information']:.3f} | {summary['eval_seconds']:.1f}s")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains and evaluates one VAE; writes everything into ``workdir``; returns results."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       overwrite: bool = False,
+                       allow_changes: Sequence[str] = ()) -> dict[str, Any]:
+  """Trains and evaluates one VAE; writes everything into ``workdir``; returns results.
+
+  Restarting on the same workdir resumes from the latest intact checkpoint.
+  ``overwrite`` / ``allow_changes``: see ``workdir.prepare``. Raises
+  ``preemption.Preempted`` after saving when SIGTERM asks it to stop.
+  """
   start_time = time.time()
   validation.validate(config)
   workdir = os.path.abspath(workdir)
-  workdir_lib.prepare(workdir, config)
   main_process = jax.process_index() == 0
+  with contextlib.ExitStack() as stack:
+    changes = {}
+    if main_process:
+      stack.enter_context(workdir_lib.lock(workdir))
+      changes = workdir_lib.prepare(workdir, config, overwrite=overwrite,
+                                    allow_changes=allow_changes)
+    return _train(config, workdir, changes, start_time, main_process)
 
+
+def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, list],
+           start_time: float, main_process: bool) -> dict[str, Any]:
   dataset, fallback_reason = datasets.load_configured(config.data)
   likelihood = config.model.likelihood
   preprocessing = validation.resolve_preprocessing(
@@ -82,19 +105,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   model = models.build_model(config.model, dataset.image_shape)
   tx = training.make_optimizer(config.optim, total_steps)
   state = training.create_train_state(config.seed, model, tx)
-  ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
+  ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints,
+                                  keep_best=config.keep_best_checkpoint)
   restored = ckpt.restore_latest(state)
+  meta = {"alarm_steps": [], "train_seconds": 0.0}
   if restored is not None:
-    state = restored
-    logging.info("Resumed from checkpoint at step %d.", int(state.step))
+    state, saved_meta = restored
+    meta.update({k: saved_meta[k] for k in meta if k in saved_meta})
+    logging.info("Resumed from checkpoint %d (epoch %.2f).", int(state.step),
+                 int(state.step) / steps_per_epoch)
   step = int(state.step)
+  if step > total_steps:
+    raise validation.ConfigError(
+        f"The run's checkpoint is at step {step}, past the {total_steps} steps the config "
+        f"asks for (num_epochs / num_train_steps); it cannot train backwards.")
+  if changes and main_process:
+    workdir_lib.record_changes(workdir, changes, step)
+    logging.warning("Continuing from step %d with changed fields: %s", step, changes)
 
+  skip = config.optim.on_nonfinite == "skip"
   spec = training.TrainSpec(
       num_examples=num_train, global_batch=config.batch_size,
       per_device_batch=parallel.per_device(config.batch_size, "batch_size"),
       preprocessing=preprocessing, beta=config.objective.beta,
       kl_warmup_steps=config.objective.warmup_steps,
-      free_bits=config.objective.free_bits, kl_estimator=config.objective.kl_estimator)
+      free_bits=config.objective.free_bits, kl_estimator=config.objective.kl_estimator,
+      skip_nonfinite=skip, nan_at_step=config.debug.nan_at_step)
   train_chunk = parallel.data_parallel(training.make_train_chunk(model, tx, spec),
                                        static_argnums=(2,), donate_argnums=(0,))
   evaluator = evaluation.Evaluator(model, preprocessing, config.objective.kl_estimator,
@@ -104,68 +140,77 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   rstate = parallel.replicate(state)
   writer = metrics_lib.create_writer(workdir, is_main_process=main_process)
 
-  pending, last_log_step, train_seconds, interval_start = [], step, 0.0, time.time()
-  compiled, compiling = set(), False  # chunk lengths seen; a new one means a compilation
-  test_summary, alarm_steps = None, []
-
   def evaluate(num_importance_samples):
     summary = evaluator.evaluate(rstate.params, num_importance_samples)
     logging.info("step %d test | %s", step, describe(summary))
     writer.write_scalars(step, {f"test/{k}": v for k, v in evaluation.scalars(summary).items()})
     if summary["posterior_collapse"]:
-      alarm_steps.append(step)
+      meta["alarm_steps"].append(step)
       logging.warning("step %d: %s", step, summary["posterior_collapse"])
     return summary
 
-  while step < total_steps:
-    num_steps = _next_stop(step, total_steps, config) - step
-    compiling |= num_steps not in compiled
-    compiled.add(num_steps)
-    rstate, chunk_metrics = train_chunk(rstate, train_images, num_steps)
-    pending.append(chunk_metrics)
-    step += num_steps
-    final = step == total_steps
-    if step % config.log_every == 0 or final:
-      means = {k: float(np.mean(np.concatenate([np.asarray(m[k])[0] for m in pending])))
-               for k in pending[0]}
-      now = time.time()
-      seconds = now - interval_start
-      train_seconds += seconds
-      steps_per_s = (step - last_log_step) / seconds
-      eta = (total_steps - step) / steps_per_s
-      logging.info("step %d/%d (epoch %.2f) | %s | %.1f steps/s, %.0f examples/s%s, "
-                   "ETA %.0fs", step, total_steps, step / steps_per_epoch, _format(means),
-                   steps_per_s, steps_per_s * config.batch_size,
-                   " (incl. compilation)" if compiling else "", eta)
-      writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
-      writer.write_scalars(step, {"train/steps_per_sec": steps_per_s,
-                                  "train/examples_per_sec": steps_per_s * config.batch_size})
-      pending, last_log_step, interval_start, compiling = [], step, time.time(), False
-    save = step % config.checkpoint_every == 0 or final
-    run_eval = step % config.eval_every == 0 or final
-    if save or run_eval:
-      jax.block_until_ready(rstate.step)
-      host_start = time.time()
-      if save:  # before a (possibly long) evaluation, so a killed evaluation loses nothing
-        ckpt.save(step, parallel.unreplicate(rstate))
-      if run_eval:
-        test_summary = evaluate(config.eval.num_importance_samples if final else
-                                config.eval.num_importance_samples_during_training)
-      interval_start += time.time() - host_start  # host work is not training time
-  if test_summary is None:  # resumed a run whose last checkpoint is its final step
-    test_summary = evaluate(config.eval.num_importance_samples)
-  ckpt.close()
+  def save():
+    neg_elbo = (evaluator.evaluate(rstate.params, 0)["neg_elbo"]
+                if config.keep_best_checkpoint else None)
+    ckpt.save(step, parallel.unreplicate(rstate), dict(
+        meta, epoch=step // steps_per_epoch, step_in_epoch=step % steps_per_epoch,
+        examples_seen=step * config.batch_size), neg_elbo)
+    return step
 
-  params = parallel.unreplicate(rstate.params)
-  if main_process:
-    _write_pictures(writer, workdir, model, params, dataset, config, preprocessing, step)
-  writer.flush()
-  writer.close()
+  pending, last_log_step, interval_start = [], step, time.time()
+  compiled, compiling = set(), False  # chunk lengths seen; a new one means a compilation
+  test_summary, saved_step = None, (step if restored is not None else None)
+  with preemption.PreemptionWatcher(ckpt.reached_preemption) as watcher, \
+       contextlib.closing(ckpt), contextlib.closing(writer):
+    while step < total_steps:
+      num_steps = _next_stop(step, total_steps, config) - step
+      compiling |= num_steps not in compiled
+      compiled.add(num_steps)
+      rstate, chunk_metrics = train_chunk(rstate, train_images, num_steps)
+      pending.append((step, chunk_metrics))
+      step += num_steps
+      final = step == total_steps
+      stop = watcher.should_stop(step)
+      log = step % config.log_every == 0 or final or stop
+      checkpoint = step % config.checkpoint_every == 0 or final or stop
+      run_eval = step % config.eval_every == 0 or final
+      if not (log or checkpoint or run_eval):
+        continue
+      problem = training.first_nonfinite(
+          pending, config.optim.max_consecutive_nonfinite if skip else None)
+      if problem:
+        raise training.NonFiniteError(
+            f"{problem}. Stopped without saving it; the last good checkpoint is "
+            f"{ckpt.latest_step()} in {ckpt.directory}. Lower optim.learning_rate, set "
+            f"optim.grad_clip_norm, or set optim.on_nonfinite='skip' to drop such updates.")
+      now = time.time()
+      if log:
+        meta["train_seconds"] += now - interval_start
+        _log_train(writer, pending, step, last_log_step, total_steps, steps_per_epoch,
+                   config.batch_size, now - interval_start, compiling)
+        pending, last_log_step, compiling = [], step, False
+      if checkpoint:  # before a (possibly long) evaluation, so a killed evaluation loses nothing
+        saved_step = save()
+      if run_eval:
+        with (watcher.interruptible(step) if saved_step == step else contextlib.nullcontext()):
+          test_summary = evaluate(config.eval.num_importance_samples if final else
+                                  config.eval.num_importance_samples_during_training)
+      if stop and not final:
+        raise preemption.Preempted(step, saved_step)
+      interval_start = time.time() if log else interval_start + time.time() - now
+    if test_summary is None:  # resumed a run whose last checkpoint is its final step
+      with watcher.interruptible(step):
+        test_summary = evaluate(config.eval.num_importance_samples)
+
+    params = parallel.unreplicate(rstate.params)
+    if main_process:
+      _write_pictures(writer, workdir, model, params, dataset, config, preprocessing, step)
+    writer.flush()
 
   results = {
       "test": test_summary,
       "posterior_collapse": {"final": test_summary["posterior_collapse"],
-                             "alarm_steps": alarm_steps},
+                             "alarm_steps": meta["alarm_steps"]},
       "unit": "nats per example" + (" (bits_per_dim: bits per dimension)"
                                     if "bits_per_dim" in test_summary else ""),
       "dataset": {"requested": config.data.name, "used": dataset.name,
@@ -174,8 +219,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                   "num_test": len(dataset.test), "train_split": config.data.train_split,
                   "test_split": config.data.test_split},
       "steps": step, "epochs": step / steps_per_epoch, "batch_size": config.batch_size,
-      "wall_time_s": time.time() - start_time, "train_time_s": train_seconds,
-      "seconds_per_epoch": train_seconds / max(step / steps_per_epoch, 1e-9),
+      "skipped_updates": (int(parallel.unreplicate(rstate.opt_state).total_notfinite)
+                          if skip else 0),
+      "wall_time_s": time.time() - start_time, "train_time_s": meta["train_seconds"],
+      "seconds_per_epoch": meta["train_seconds"] / max(step / steps_per_epoch, 1e-9),
       "device_count": parallel.device_count(), "platform": jax.default_backend(),
       "seed": config.seed, "eval_seed": config.eval.seed, "versions": workdir_lib.versions(),
   }
@@ -184,6 +231,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Done on %s in %.0fs: %s", dataset.name, results["wall_time_s"],
                describe(test_summary))
   return results
+
+
+def _log_train(writer, pending: list, step: int, last_log_step: int, total_steps: int,
+               steps_per_epoch: int, batch_size: int, seconds: float, compiling: bool) -> None:
+  """Means over the steps since the last log (finite values: skipped updates excluded)."""
+  stacked = {k: np.concatenate([np.asarray(m[k])[0] for _, m in pending])
+             for k in pending[0][1]}
+  counters = {k: stacked.pop(k)[-1] for k in ("skipped_updates", "consecutive_nonfinite")
+              if k in stacked}
+  means = {k: float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
+           for k, v in stacked.items()}
+  steps_per_s = (step - last_log_step) / seconds
+  skipped = int(counters.get("skipped_updates", 0))
+  logging.info("step %d/%d (epoch %.2f) | %s | %.1f steps/s, %.0f examples/s%s, ETA %.0fs%s",
+               step, total_steps, step / steps_per_epoch, _format(means), steps_per_s,
+               steps_per_s * batch_size, " (incl. compilation)" if compiling else "",
+               (total_steps - step) / steps_per_s,
+               f" | {skipped} non-finite updates skipped so far" if skipped else "")
+  writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
+  writer.write_scalars(step, {"train/steps_per_sec": steps_per_s,
+                              "train/examples_per_sec": steps_per_s * batch_size,
+                              **({"train/skipped_updates": skipped} if counters else {})})
 
 
 def _write_pictures(writer, workdir: str, model: models.VAE, params: dict,

@@ -5,17 +5,23 @@ optimizer steps in one ``lax.scan`` (Python does not run per step), reading its
 batches from the uint8 dataset already on the device, and averages gradients
 over the devices with ``pmean`` on ``parallel.AXIS_NAME``. ``parallel``
 maps it over devices; nothing here knows how many there are.
+
+Non-finite numbers: every step's loss and gradient norm come back to the host,
+which stops the run (``first_nonfinite``) before anything is saved; or, with
+``optim.on_nonfinite="skip"``, ``optax.apply_if_finite`` drops such updates and
+counts them in the optimizer state (so in checkpoints too).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Optional
 
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from vae_jax import input_pipeline as pipeline
@@ -43,6 +49,8 @@ class TrainSpec:
   kl_warmup_steps: int
   free_bits: float
   kl_estimator: str
+  skip_nonfinite: bool = False
+  nan_at_step: int = -1   # fault injection for tests: update N's loss becomes NaN
 
   @property
   def steps_per_epoch(self) -> int:
@@ -72,6 +80,8 @@ def make_optimizer(optim: ml_collections.ConfigDict,
     opt = optax.sgd(schedule)
   if optim.grad_clip_norm > 0:
     opt = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), opt)
+  if optim.on_nonfinite == "skip":
+    opt = optax.apply_if_finite(opt, max_consecutive_errors=optim.max_consecutive_nonfinite)
   return opt
 
 
@@ -109,13 +119,23 @@ def make_train_chunk(model: models.VAE, tx: optax.GradientTransformation,
 
     def loss_fn(params):
       terms = objectives.vae_terms(model, params, x, latent_keys, spec.kl_estimator)
-      return objectives.training_loss(terms, beta, spec.free_bits, axis)
+      loss, metrics = objectives.training_loss(terms, beta, spec.free_bits, axis)
+      if spec.nan_at_step > 0:
+        loss = loss * jnp.where(state.step + 1 == spec.nan_at_step, jnp.nan, 1.0)
+        metrics["loss"] = loss
+      return loss, metrics
 
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, axis)
     metrics = jax.lax.pmean(metrics, axis)
     metrics["grad_norm"] = optax.tree.norm(grads)
+    if spec.skip_nonfinite:  # a non-finite loss voids the update even if grads are finite
+      grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(metrics["loss"]), g, jnp.nan),
+                           grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if spec.skip_nonfinite:
+      metrics["skipped_updates"] = opt_state.total_notfinite
+      metrics["consecutive_nonfinite"] = opt_state.notfinite_count
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
@@ -129,3 +149,34 @@ def make_train_chunk(model: models.VAE, tx: optax.GradientTransformation,
                         None, length=num_steps)
 
   return train_chunk
+
+
+CHECKED = ("loss", "grad_norm")
+
+
+class NonFiniteError(FloatingPointError):
+  """A NaN or Inf in the loss or gradient norm; nothing after it was saved."""
+
+
+def first_nonfinite(chunks: list[tuple[int, dict]],
+                    max_consecutive: Optional[int] = None) -> Optional[str]:
+  """Describes the first step whose loss or gradient norm is not finite, or None.
+
+  ``chunks``: (first step, metrics stacked [devices, steps]) per dispatch. With
+  ``max_consecutive`` (skip mode) only a run of that many skipped updates counts.
+  """
+  for start, metrics in chunks:
+    if max_consecutive is not None:
+      consecutive = np.asarray(metrics["consecutive_nonfinite"])[0]
+      if (consecutive >= max_consecutive).any():
+        i = int(np.argmax(consecutive >= max_consecutive))
+        return (f"{max_consecutive} consecutive non-finite updates, the last at step "
+                f"{start + i + 1} (optim.max_consecutive_nonfinite)")
+      continue
+    values = {k: np.asarray(metrics[k])[0] for k in CHECKED}
+    bad = np.logical_or.reduce([~np.isfinite(v) for v in values.values()])
+    if bad.any():
+      i = int(np.argmax(bad))
+      named = " and ".join(f"{k} ({v[i]})" for k, v in values.items() if not np.isfinite(v[i]))
+      return f"non-finite {named} at step {start + i + 1}"
+  return None

@@ -6,10 +6,12 @@ would be valid, so a typo costs seconds, not a compile and a crash mid-run.
 
 from __future__ import annotations
 
+import difflib
 import numbers
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import ml_collections
+from ml_collections.config_flags import config_flags  # ConfigFileFlagParser: not re-exported
 
 from vae_jax import datasets
 from vae_jax import input_pipeline
@@ -20,6 +22,7 @@ from vae_jax import parallel
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 class ConfigError(ValueError):
@@ -55,6 +58,52 @@ def _number(config, field: str, *, minimum: float, integer: bool = False,
     word = "an integer" if integer else "a number"
     _fail(field, value, f"must be {word} {'>' if strict else '>='} {minimum}")
   return value
+
+
+def _boolean(config, field: str) -> bool:
+  value = _get(config, field)
+  if not isinstance(value, bool):
+    _fail(field, value, "must be True or False")
+  return value
+
+
+def field_names(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every field path of ``config``, groups included: 'model', 'model.latent_dim', ..."""
+  names = []
+  for key, value in config.items():
+    names.append(prefix + key)
+    if isinstance(value, ml_collections.ConfigDict):
+      names += field_names(value, f"{prefix}{key}.")
+  return names
+
+
+def check_overrides(argv: Sequence[str], default_config: str) -> None:
+  """Raises ConfigError for a --config.FIELD override that names no field.
+
+  Runs before absl parses flags (ml_collections applies overrides while the
+  flag is defined, with a traceback for an unknown one) and suggests the
+  closest field of the config file selected by --config (or the default).
+  """
+  spec = default_config
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      spec = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      spec = argv[i + 1]
+  config = config_flags.ConfigFileFlagParser("config", lock_config=False).parse(spec)
+  if not isinstance(config, ml_collections.ConfigDict):
+    return  # unreadable file: the flag itself reports it
+  names = field_names(config)
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    field = arg[len("--config."):].split("=", 1)[0]
+    if field not in names:
+      close = difflib.get_close_matches(field, names, n=2, cutoff=0.75)
+      hint = f" Did you mean {' or '.join(f'--config.{c}' for c in close)}?" if close else ""
+      raise ConfigError(f"--config.{field}: {spec} has no field {field!r}.{hint} "
+                        f"All fields: {', '.join(n for n in names if '.' not in n)} and "
+                        f"their sub-fields (see configs/default.py).")
 
 
 def resolve_preprocessing(name: str, preprocessing: str, likelihood: str) -> str:
@@ -120,6 +169,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _number(config, "optim.warmup_steps", minimum=0, integer=True)
   _number(config, "optim.grad_clip_norm", minimum=0)
   _number(config, "optim.weight_decay", minimum=0)
+  _choice(config, "optim.on_nonfinite", NONFINITE_POLICIES)
+  _number(config, "optim.max_consecutive_nonfinite", minimum=1, integer=True)
 
   _number(config, "batch_size", minimum=1, integer=True)
   _number(config, "num_epochs", minimum=0, strict=True)
@@ -129,6 +180,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ("steps_per_dispatch", "log_every", "eval_every", "checkpoint_every",
                 "keep_checkpoints", "eval.batch_size"):
     _number(config, field, minimum=1, integer=True)
+  _boolean(config, "keep_best_checkpoint")
+  nan_at_step = _number(config, "debug.nan_at_step", minimum=-1, integer=True)
+  if nan_at_step == 0:
+    _fail("debug.nan_at_step", 0, "use -1 (off) or the number of an update, >= 1")
   for field in ("batch_size", "eval.batch_size"):
     try:
       parallel.per_device(_get(config, field), field)

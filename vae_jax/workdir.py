@@ -1,22 +1,42 @@
 """The files of a run's workdir: its config, its results, and guards around them.
 
-A workdir belongs to one config. Restarting the same config resumes it; a
-different config, or a finished run, is refused rather than overwritten.
+A workdir belongs to one run. Restarting the same config resumes it. A
+different config, or a finished run, is refused unless the user asks:
+``overwrite`` sets the old run aside (moved, never deleted), ``allow_changes``
+continues it with the named fields changed (recorded in config_history.jsonl;
+a finished run's results are archived first). A lock keeps a second process
+out while one runs; the OS releases it when the process dies, however it dies.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import importlib.metadata
 import json
 import os
 import platform
+import shutil
+import socket
 import tempfile
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import ml_collections
+from absl import logging
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
+HISTORY_FILE = "config_history.jsonl"
+LOCK_FILE = ".lock"
+ARCHIVED_WITH_RESULTS = (RESULTS_FILE, "reconstructions.png", "samples.png")
+# Fields a run may continue with, changed: none alters the shape of the saved
+# state (model, optimizer structure) or the data and its order.
+CHANGEABLE = ("num_epochs", "num_train_steps", "steps_per_dispatch", "log_every", "eval_every",
+              "checkpoint_every", "keep_checkpoints", "keep_best_checkpoint", "eval", "images",
+              "objective", "optim.learning_rate", "optim.schedule", "optim.warmup_steps",
+              "optim.weight_decay", "optim.max_consecutive_nonfinite", "data.data_dir",
+              "data.manual_dir", "data.fallback", "debug")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets",
             "tensorflow-cpu", "clu", "ml-collections", "numpy")
 
@@ -29,26 +49,110 @@ def config_dict(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
-def prepare(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Creates the workdir and records the config; refuses finished or foreign runs."""
+def _now() -> str:
+  return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _covered(field: str, prefixes: Sequence[str]) -> bool:
+  return any(field == p or field.startswith(p + ".") for p in prefixes)
+
+
+def _lookup(tree: dict, field: str) -> Any:
+  for part in field.split("."):
+    tree = tree.get(part) if isinstance(tree, dict) else None
+  return tree
+
+
+def prepare(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = False,
+            allow_changes: Sequence[str] = ()) -> dict[str, list]:
+  """Creates the workdir and records the config; returns {field: [old, new]} changes.
+
+  Refuses a finished run or a different config unless ``overwrite`` (the old run
+  is moved to WORKDIR.replaced-TIME) or ``allow_changes`` lists every changed field.
+  """
   os.makedirs(workdir, exist_ok=True)
-  results = os.path.join(workdir, RESULTS_FILE)
-  if os.path.exists(results):
-    raise WorkdirError(
-        f"{results} exists: {workdir} holds a finished run. Use a new --workdir (or move "
-        f"the old one away); finished results are never overwritten.")
   path = os.path.join(workdir, CONFIG_FILE)
-  new = config_dict(config)
-  old = read_json(path)
-  if old is not None:
-    if old != new:
-      changed = sorted(_diff(old, new))
+  results = os.path.join(workdir, RESULTS_FILE)
+  new, old = config_dict(config), read_json(path)
+  if overwrite and set(os.listdir(workdir)) - {LOCK_FILE}:
+    _move_aside(workdir)
+    old = None
+  changes = {}
+  if old is not None and old != new:
+    changed = sorted(_diff(old, new))
+    hint = (f"Use a new --workdir; or --allow_config_changes={','.join(changed)} to continue "
+            f"this run with them changed; or --overwrite to set the old run aside.")
+    unlisted = [f for f in changed if not _covered(f, allow_changes)]
+    if unlisted:
+      raise WorkdirError(f"{workdir} holds a run with a different config (fields differ: "
+                         f"{', '.join(changed)}; not allowed to change: "
+                         f"{', '.join(unlisted)}). {hint}")
+    frozen = [f for f in changed if not _covered(f, CHANGEABLE)]
+    if frozen:
       raise WorkdirError(
-          f"{workdir} holds a run with a different config (fields differ: "
-          f"{', '.join(changed)}). Use a new --workdir, or rerun with the recorded "
-          f"config ({path}) to resume it.")
-    return
-  write_json(path, new)
+          f"{', '.join(frozen)} cannot change when continuing a run: they change the saved "
+          f"state or the data. Use a new --workdir (or --overwrite). Changeable: "
+          f"{', '.join(CHANGEABLE)}.")
+    changes = {f: [_lookup(old, f), _lookup(new, f)] for f in changed}
+  if os.path.exists(results):
+    if not changes:
+      raise WorkdirError(
+          f"{results} exists: {workdir} holds a finished run. Use a new --workdir; or "
+          f"continue it with changed fields (e.g. --config.num_epochs=20 "
+          f"--allow_config_changes=num_epochs); or --overwrite to set it aside. Finished "
+          f"results are never overwritten.")
+    _archive_results(workdir)
+  if old != new:
+    write_json(path, new)
+  return changes
+
+
+def record_changes(workdir: str, changes: dict[str, list], step: int) -> None:
+  """Appends one line to config_history.jsonl: which fields changed at which step."""
+  with open(os.path.join(workdir, HISTORY_FILE), "a", encoding="utf-8") as f:
+    f.write(json.dumps({"time": _now(), "resumed_at_step": step, "changes": changes},
+                       sort_keys=True) + "\n")
+
+
+def _move_aside(workdir: str) -> None:
+  target = f"{os.path.abspath(workdir).rstrip(os.sep)}.replaced-{_now()}"
+  os.makedirs(target)
+  for name in os.listdir(workdir):
+    if name != LOCK_FILE:
+      shutil.move(os.path.join(workdir, name), os.path.join(target, name))
+  logging.warning("--overwrite: moved the previous run in %s to %s (nothing deleted).",
+                  workdir, target)
+
+
+def _archive_results(workdir: str) -> None:
+  step = read_json(os.path.join(workdir, RESULTS_FILE))["steps"]
+  target = os.path.join(workdir, "archive", f"step_{step:08d}-{_now()}")
+  os.makedirs(target)
+  for name in ARCHIVED_WITH_RESULTS:
+    if os.path.exists(os.path.join(workdir, name)):
+      shutil.move(os.path.join(workdir, name), os.path.join(target, name))
+  logging.warning("Continuing a finished run: its results are archived in %s.", target)
+
+
+@contextlib.contextmanager
+def lock(workdir: str) -> Iterator[None]:
+  """Holds WORKDIR/.lock (flock) while the body runs; refuses if another process does."""
+  os.makedirs(workdir, exist_ok=True)
+  fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "unknown process"
+    os.close(fd)
+    raise WorkdirError(
+        f"{workdir} is in use by another run ({holder}). Wait for it or stop it; the lock "
+        f"is released as soon as that process ends.") from None
+  try:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the flock
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
