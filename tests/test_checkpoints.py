@@ -1,6 +1,7 @@
 """Checkpointer: damaged checkpoints are detected, set aside and skipped; keep policy."""
 
 import os
+import subprocess
 
 import jax.numpy as jnp
 import numpy as np
@@ -109,3 +110,29 @@ def test_digest_covers_values_and_structure():
   renamed["v"] = renamed.pop("w")
   assert a != checkpoints.state_digest(renamed)
   assert np.asarray(_state(1)["w"]).nbytes == 8000
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+  """A 600 kB tmpfs: a real 'No space left on device' (needs root; skipped otherwise)."""
+  mount_point = tmp_path / "disk"
+  mount_point.mkdir()
+  if os.geteuid() != 0 or subprocess.run(
+      ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount_point)],
+      capture_output=True, check=False).returncode != 0:
+    pytest.skip("cannot mount a small tmpfs here")
+  yield mount_point
+  subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_full_disk_fails_clearly_and_keeps_the_last_complete_checkpoint(tiny_disk):
+  incompressible = lambda s: {"w": jnp.asarray(np.random.RandomState(s).rand(100_000),
+                                               jnp.float32), "step": jnp.asarray(s)}
+  ckpt = checkpoints.Checkpointer(str(tiny_disk), 1)  # keep 1: the riskiest setting
+  ckpt.save(1, incompressible(1), {})
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r"No space left on device.*Complete checkpoints are untouched: \[1\]"):
+    ckpt.save(2, incompressible(2), {})  # the first 400 kB fit; a second one cannot
+    ckpt.close()
+  state, _ = checkpoints.Checkpointer(str(tiny_disk), 1).restore_latest(incompressible(0))
+  assert_trees_equal(state, incompressible(1))

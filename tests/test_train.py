@@ -2,6 +2,7 @@
 
 import glob
 import json
+import logging
 import os
 import shutil
 
@@ -105,7 +106,12 @@ def test_offline_fallback_to_embedded_data_is_recorded(tmp_path, config_factory,
   assert results["dataset"]["used"] == "mnist_5k"
   assert "'mnist' is not prepared" in results["dataset"]["fallback_reason"]
   config.data.fallback = ""
-  with pytest.raises(datasets.DatasetUnavailableError):
+  # The error says exactly how to provide the data: which files, where.
+  with pytest.raises(datasets.DatasetUnavailableError,
+                     match=r"not prepared in .*tfds/mnist/.*, no config.data.manual_dir is set.*"
+                           r"original files \(t10k-images-idx3-ubyte.gz, .*, "
+                           r"train-labels-idx1-ubyte.gz\) in a folder and pass "
+                           r"--config.data.manual_dir=FOLDER"):
     train.train_and_evaluate(config, str(tmp_path / "run2"))
 
 
@@ -128,15 +134,47 @@ def test_real_binarized_mnist_through_tfds_manual_dir(tmp_path, config_factory,
   assert 100 < results["test"]["neg_elbo"] < 250
 
 
-def test_restart_resumes_from_the_latest_checkpoint_exactly(tmp_path, config_factory):
+@pytest.mark.parametrize("interruption", ["killed_after_step_10", "last_checkpoint_damaged"])
+def test_restart_resumes_from_the_latest_good_checkpoint_exactly(tmp_path, config_factory,
+                                                                 caplog, interruption):
+  caplog.set_level(logging.INFO, logger="absl")
   config = config_factory()
   full, crashed = str(tmp_path / "full"), str(tmp_path / "crashed")
   train.train_and_evaluate(config, full)
   train.train_and_evaluate(config, crashed)
-  # Make "crashed" look like a run killed after its step-10 checkpoint.
-  os.remove(os.path.join(crashed, "results.json"))
-  shutil.rmtree(os.path.join(crashed, "checkpoints", "20"))
+  os.remove(os.path.join(crashed, "results.json"))  # as if killed in the final evaluation
+  last = os.path.join(crashed, "checkpoints", "20")
+  if interruption == "killed_after_step_10":
+    shutil.rmtree(last)
+  else:  # a disk error: half of the largest array file of checkpoint 20 is gone
+    files = [os.path.join(r, f) for r, _, names in os.walk(last) for f in names]
+    largest = max(files, key=os.path.getsize)
+    with open(largest, "rb+") as f:
+      f.truncate(os.path.getsize(largest) // 2)
   resumed = train.train_and_evaluate(config, crashed)
   assert resumed["steps"] == 20
+  if interruption == "last_checkpoint_damaged":
+    assert f"Checkpoint {last} is damaged" in caplog.text
+    (aside,) = os.listdir(os.path.join(crashed, "damaged_checkpoints"))
+    assert aside.startswith("20-")
+  assert "Resumed from checkpoint 10" in caplog.text
   # Bitwise: data order and noise follow the step, not the process history.
   assert_trees_equal(saved_state(full, config)[0], saved_state(crashed, config)[0])
+
+
+def test_keep_best_checkpoint_scores_every_save_by_test_elbo(tmp_path, config_factory):
+  from vae_jax import checkpoint_eval, checkpoints, metrics  # pylint: disable=g-import-not-at-top
+  config = config_factory(num_train_steps=40, keep_checkpoints=1, keep_best_checkpoint=True)
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  logged = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  test_elbo = {s: r["test/neg_elbo"] for s, r in logged.items() if "test/neg_elbo" in r}
+  assert sorted(test_elbo) == [10, 20, 30, 40]
+  best = min(test_elbo, key=test_elbo.get)
+  ckpt = checkpoints.Checkpointer(workdir, 1, keep_best=True, read_only=True)
+  assert ckpt.all_steps() == sorted({best, 40})  # the latest one plus the best one
+  assert ckpt.best_step() == best
+  record = checkpoint_eval.evaluate_checkpoint(workdir, step="best", num_importance_samples=0)
+  assert record["step"] == best
+  # The same test set, binarization and latent noise: the score the checkpoint was kept for.
+  assert record["test"]["neg_elbo"] == pytest.approx(test_elbo[best], rel=1e-6)

@@ -15,12 +15,13 @@ byte in an array file restores "fine" otherwise), is moved to
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging as py_logging
 import os
 import shutil
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import jax
 import numpy as np
@@ -46,6 +47,12 @@ def _quiet_orbax() -> None:
   logger = py_logging.getLogger("absl")
   if not any(isinstance(f, _OrbaxInfoFilter) for f in logger.filters):
     logger.addFilter(_OrbaxInfoFilter())
+
+
+def _brief(error: Exception, limit: int = 400) -> str:
+  """The error's type and first line, middle elided (the OS reason is at the end)."""
+  text = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+  return text if len(text) <= limit else f"{text[:limit // 3]} ... {text[-2 * limit // 3:]}"
 
 
 def state_digest(state: Any) -> str:
@@ -83,7 +90,9 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def all_steps(self) -> list[int]:
-    return sorted(self._manager.all_steps(read=True))
+    if self._read_only:  # another process may be writing: look at the disk again
+      self._manager.reload()
+    return sorted(self._manager.all_steps())
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -99,9 +108,26 @@ class Checkpointer:
     metrics = None if neg_elbo is None else {BEST_METRIC: float(neg_elbo)}
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               meta=ocp.args.JsonSave(meta))
-    if not self._manager.save(step, args=args, metrics=metrics):
+    with self._write_errors():  # also reports a failure of the previous, async save
+      saved = self._manager.save(step, args=args, metrics=metrics)
+    if not saved:
       raise CheckpointError(f"orbax declined to save step {step} in {self.directory} "
                             f"(existing steps: {self.all_steps()}).")
+
+  @contextlib.contextmanager
+  def _write_errors(self) -> Iterator[None]:
+    """A failed write (disk full, I/O error) -> CheckpointError saying what is safe."""
+    try:
+      yield
+    except CheckpointError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      complete = sorted(int(d) for d in os.listdir(self.directory) if d.isdigit())
+      raise CheckpointError(
+          f"Writing a checkpoint in {self.directory} failed ({_brief(e)}). Complete "
+          f"checkpoints are untouched: "
+          f"{complete}. Fix the cause (e.g. free disk space) and rerun the same command "
+          f"to resume.") from e
 
   def restore(self, step: int, template: Any) -> tuple[Any, dict[str, Any]]:
     """(state, meta) saved at ``step``, shaped like ``template``; checks the digest."""
@@ -126,7 +152,7 @@ class Checkpointer:
       try:
         restored = self.restore(step, template)
       except Exception as e:  # pylint: disable=broad-except  # any failure = unusable
-        failures.append((step, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"))
+        failures.append((step, _brief(e)))
         continue
       for bad_step, reason in failures:
         self._set_aside(bad_step, reason)
@@ -156,5 +182,6 @@ class Checkpointer:
 
   def close(self) -> None:
     """Waits for pending saves to finish, then releases the manager."""
-    self._manager.wait_until_finished()
+    with self._write_errors():
+      self._manager.wait_until_finished()
     self._manager.close()

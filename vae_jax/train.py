@@ -179,9 +179,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
       problem = training.first_nonfinite(
           pending, config.optim.max_consecutive_nonfinite if skip else None)
       if problem:
+        last = ckpt.latest_step()
         raise training.NonFiniteError(
-            f"{problem}. Stopped without saving it; the last good checkpoint is "
-            f"{ckpt.latest_step()} in {ckpt.directory}. Lower optim.learning_rate, set "
+            f"{problem}. Stopped without saving it; " +
+            (f"the last good checkpoint is {last}" if last is not None else "no checkpoint "
+             "was saved yet") + f" in {ckpt.directory}. Lower optim.learning_rate, set "
             f"optim.grad_clip_norm, or set optim.on_nonfinite='skip' to drop such updates.")
       now = time.time()
       if log:
