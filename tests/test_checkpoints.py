@@ -10,6 +10,9 @@ import pytest
 from tests.conftest import assert_trees_equal
 from vae_jax import checkpoints
 
+# A restore that fails midway leaves tensorstore handles for the GC: harmless here.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
 
 def _state(step):
   return {"w": jnp.arange(2000, dtype=jnp.float32) * step, "b": jnp.ones((7, 3)) * step,

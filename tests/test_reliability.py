@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -145,7 +146,7 @@ def test_nan_stops_with_the_step_and_quantity_and_keeps_the_last_good_checkpoint
   assert sorted(os.listdir(workdir / "checkpoints")) == ["10", "20"]
   state, _ = saved_state(workdir, config)
   assert int(state.step) == 20
-  assert all(np.isfinite(np.asarray(x)).all() for x in jax_leaves(state.params))
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
 def test_real_divergence_is_caught_too(tmp_path):
@@ -170,7 +171,7 @@ def test_skip_mode_drops_nonfinite_updates_and_counts_them(tmp_path):
   assert_trees_equal(after_2.params, after_1.params)  # update 2 was dropped ...
   assert int(after_2.step) == 2                         # ... but its batch was used up
   assert int(after_2.opt_state.total_notfinite) == 1
-  assert not np.array_equal(jax_leaves(after_3.params)[0], jax_leaves(after_2.params)[0])
+  assert not np.array_equal(jax.tree.leaves(after_3.params)[0], jax.tree.leaves(after_2.params)[0])
   logged = metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
   assert logged[2]["train/skipped_updates"] == 1 and np.isfinite(logged[2]["train/loss"])
 
@@ -181,11 +182,6 @@ def test_skip_mode_stops_after_too_many_in_a_row(tmp_path):
                        checkpoint_every=40)
   with pytest.raises(training.NonFiniteError, match="3 consecutive non-finite updates"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
-
-
-def jax_leaves(tree):
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.tree.leaves(tree)
 
 
 @pytest.mark.parametrize("args, message", [

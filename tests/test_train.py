@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
