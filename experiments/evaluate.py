@@ -16,6 +16,7 @@ from absl import flags
 from absl import logging
 
 from vae_jax import checkpoint_eval
+from vae_jax import distributed
 from vae_jax import train
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A vae_jax run directory.", required=True)
@@ -27,6 +28,7 @@ _STEP = flags.DEFINE_string("step", None, "Checkpoint step, or 'best' (default: 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  distributed.initialize()  # joins a pod slice's job, if any; before any other JAX use
   step = _STEP.value
   if step not in (None, "best"):
     if not step.isdigit():

@@ -15,17 +15,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from vae_jax import checkpoints
-from vae_jax import datasets
+from vae_jax import distributed
 from vae_jax import preemption
 from vae_jax import train
-from vae_jax import training
 from vae_jax import validation
-from vae_jax import workdir
-
-# Errors that explain themselves: printed without a traceback, exit status 1.
-_USER_ERRORS = (validation.ConfigError, workdir.WorkdirError, datasets.DatasetUnavailableError,
-                training.NonFiniteError, checkpoints.CheckpointError)
 
 _DEFAULT_CONFIG = "configs/default.py"
 try:  # ml_collections applies overrides as the flag is defined: check them first.
@@ -46,12 +39,13 @@ _ALLOW = flags.DEFINE_list("allow_config_changes", [], "Continue the run in the 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  distributed.initialize()  # joins a pod slice's job, if any; before any other JAX use
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
                              allow_changes=_ALLOW.value)
   except preemption.Preempted as e:
     logging.warning("%s", e)
-  except _USER_ERRORS as e:
+  except train.USER_ERRORS as e:
     sys.exit(f"FATAL {type(e).__name__}: {e}")
 
 

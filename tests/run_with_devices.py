@@ -1,12 +1,63 @@
 """Runs train_and_evaluate on N fake CPU devices: python tests/run_with_devices.py N WORKDIR JSON.
 
 XLA_FLAGS must be set before JAX starts, so multi-device tests run this file in
-a subprocess. JSON holds config overrides as {"a.b": value}.
+a subprocess. JSON holds config overrides as {"a.b": value}. With the
+VAE_JAX_* variables of ``vae_jax.distributed`` set, the process joins a
+multi-process job first (tests/test_multihost.py), as the entry points do. With
+RECORD_WRITES=1 it prints, as its last line, ``WRITES: [...]``: the files it
+opened for writing (or created, renamed) in WORKDIR outside checkpoints/. With
+SIGTERM_AFTER_STEP=N it sends itself SIGTERM once the train loop has passed
+step N (a preemption notice) and, like experiments.train, exits 0 when the run
+stops for it, printing ``PREEMPTED AT STEP``.
 """
 
 import json
 import os
+import signal
 import sys
+
+
+def _record_writes(workdir):
+  """Records this process's own file writes in workdir (Python-level: open, rename, mkdir)."""
+  root, seen = os.path.abspath(workdir) + os.sep, set()
+  writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+  def note(path):
+    if isinstance(path, bytes):
+      path = os.fsdecode(path)
+    if isinstance(path, (str, os.PathLike)):
+      path = os.path.abspath(os.fspath(path))
+      if path.startswith(root) and not path[len(root):].startswith("checkpoints"):
+        seen.add(path[len(root):])
+
+  def hook(event, args):
+    if event == "open":
+      path, mode, flags = args
+      if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+          isinstance(flags, int) and flags & writing):
+        note(path)
+    elif event in ("os.rename", "os.replace", "os.mkdir", "os.remove"):
+      note(args[0])
+      if event in ("os.rename", "os.replace"):
+        note(args[1])
+
+  sys.addaudithook(hook)
+  return seen
+
+
+def _sigterm_after(step):
+  """SIGTERM to this process right after the first preemption check at or past ``step``."""
+  from vae_jax import preemption  # pylint: disable=g-import-not-at-top
+  original, sent = preemption.PreemptionWatcher.should_stop, []
+
+  def should_stop(self, at):
+    answer = original(self, at)
+    if at >= step and not sent:
+      sent.append(at)
+      os.kill(os.getpid(), signal.SIGTERM)
+    return answer
+
+  preemption.PreemptionWatcher.should_stop = should_stop
 
 
 def main():
@@ -15,12 +66,23 @@ def main():
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import jax  # pylint: disable=g-import-not-at-top
+  from vae_jax import distributed  # pylint: disable=g-import-not-at-top
+  distributed.initialize()  # a no-op unless VAE_JAX_* describe a job
+  writes = _record_writes(workdir) if os.environ.get("RECORD_WRITES") == "1" else None
   from configs import default  # pylint: disable=g-import-not-at-top
   from tests import conftest  # pylint: disable=g-import-not-at-top
+  from vae_jax import preemption  # pylint: disable=g-import-not-at-top
   from vae_jax import train  # pylint: disable=g-import-not-at-top
   assert jax.local_device_count() == num_devices, jax.devices()
+  if os.environ.get("SIGTERM_AFTER_STEP"):
+    _sigterm_after(int(os.environ["SIGTERM_AFTER_STEP"]))
   config = conftest.set_fields(default.get_config(), overrides)
-  train.train_and_evaluate(config, workdir)
+  try:
+    train.train_and_evaluate(config, workdir)
+  except preemption.Preempted as e:
+    print(f"PREEMPTED AT {e.step}", flush=True)
+  if writes is not None:
+    print("WRITES: " + json.dumps(sorted(writes)), flush=True)
 
 
 if __name__ == "__main__":

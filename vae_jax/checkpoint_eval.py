@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any, Optional, Union
 
+import jax
 from absl import logging
 
 from vae_jax import checkpoints
@@ -98,7 +99,8 @@ def evaluate_checkpoint(workdir: str, *, step: Union[int, str, None] = None,
       "unit": "nats per example", "device_count": parallel.device_count(),
       "wall_time_s": time.time() - start, "versions": workdir_lib.versions(),
   }
-  os.makedirs(os.path.dirname(out_path), exist_ok=True)
-  workdir_lib.write_json(out_path, record)
-  logging.info("Wrote %s", out_path)
+  if jax.process_index() == 0:  # every process evaluated its share; one writes
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    workdir_lib.write_json(out_path, record)
+    logging.info("Wrote %s", out_path)
   return record

@@ -5,6 +5,14 @@ device scans over its block. Every random draw (test-time binarization or
 dequantization, the z sample) is keyed by the example's index and a fixed
 evaluation seed, so the per-example numbers are identical from run to run and
 on any device count, and models are compared on exactly the same test data.
+
+With several processes (hosts), the split is sharded over the devices of all
+of them: each process evaluates its block on its local devices, and
+``parallel.unshard`` gathers the per-example results, so every process gets
+the whole split's numbers (the summary needs all examples: the mutual
+information and active units are statistics over the split, not means of
+per-device means). Evaluating the whole split on every host instead would
+need no gather but take as long on a pod as on one host.
 """
 
 from __future__ import annotations

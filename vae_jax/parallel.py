@@ -5,6 +5,16 @@ axis ``AXIS_NAME`` (``jax.lax.pmean(..., AXIS_NAME)``, ``jax.lax.axis_index``)
 and mapped here with ``jax.pmap``. Moving to ``jax.shard_map`` touches this file
 only. Arrays that enter a mapped function carry a leading device axis and are
 placed with the same sharding pmap produces, so no call reshards its inputs.
+
+Several processes (a TPU pod slice: one per host) run the same program; the
+mapped function spans every device of every process, and each process feeds
+and reads only its own (local) devices. So sizes divide by the global
+``device_count()``, while the leading axis of what a process passes in or gets
+back is its ``local_device_count()``. ``jax.lax.axis_index`` inside the mapped
+function is the device's global index, so each device picks its own slice of
+the global batch. Host reads go through the process's addressable shards
+(``unreplicate``), and ``unshard`` gathers every process's rows, so each process
+sees whole results.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS_NAME = "batch"
@@ -20,13 +31,21 @@ PyTree = Any
 
 
 def device_count() -> int:
+  """Devices of the whole job, all processes together: the global batch divides by it."""
+  return jax.device_count()
+
+
+def local_device_count() -> int:
   """Devices this process feeds (all of them, on a single host)."""
   return jax.local_device_count()
 
 
 def data_parallel(fn: Callable, *, static_argnums: Sequence[int] = (),
                   donate_argnums: Sequence[int] = ()) -> Callable:
-  """jit-compiles ``fn`` and maps it over all local devices along ``AXIS_NAME``."""
+  """jit-compiles ``fn`` and maps it over all devices along ``AXIS_NAME``.
+
+  Each process passes (and gets back) arrays with a leading axis of its local devices.
+  """
   return jax.pmap(fn, axis_name=AXIS_NAME, static_broadcasted_argnums=tuple(static_argnums),
                   donate_argnums=tuple(donate_argnums))
 
@@ -37,39 +56,83 @@ def _sharding() -> NamedSharding:
 
 
 def replicate(tree: PyTree) -> PyTree:
-  """One copy per device, stacked on a leading device axis."""
-  n, sharding = device_count(), _sharding()
+  """One copy per local device, stacked on a leading device axis."""
+  n, sharding = local_device_count(), _sharding()
   def put(x):
     x = np.asarray(x)
     return jax.device_put(np.broadcast_to(x[None], (n, *x.shape)), sharding)
   return jax.tree.map(put, tree)
 
 
+def _block() -> slice:
+  """This process's devices' rows among all devices' (processes in order)."""
+  local, count = local_device_count(), jax.process_count()
+  if local * count != device_count():
+    raise ValueError(f"Processes feed unequal numbers of devices ({device_count()} devices, "
+                     f"{count} processes, {local} here); vae_jax needs the same on each.")
+  return slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+
+
 def shard(tree: PyTree) -> PyTree:
-  """Splits the leading axis evenly: [n * b, ...] -> [n, b, ...], device d gets row d."""
-  n, sharding = device_count(), _sharding()
+  """Splits the leading axis evenly over all devices: [n * b, ...] -> [n, b, ...].
+
+  Every process passes the same global array; it keeps its block of rows (process
+  p: rows p * local ... (p + 1) * local - 1) on its local devices, in order.
+  """
+  n, block, sharding = device_count(), _block(), _sharding()
   def put(x):
     x = np.asarray(x)
-    return jax.device_put(x.reshape((n, x.shape[0] // n, *x.shape[1:])), sharding)
+    return jax.device_put(x.reshape((n, x.shape[0] // n, *x.shape[1:]))[block], sharding)
   return jax.tree.map(put, tree)
 
 
-def unreplicate(tree: PyTree) -> PyTree:
-  """Device 0's copy of a replicated tree, as host numpy arrays."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], tree)
-
-
 def unshard(tree: PyTree) -> PyTree:
-  """Inverse of ``shard``: [n, b, ...] on devices -> [n * b, ...] on the host."""
-  return jax.tree.map(lambda x: np.asarray(x).reshape((-1, *x.shape[2:])), tree)
+  """Inverse of ``shard``: [local, b, ...] on devices -> [n * b, ...] on every host.
+
+  With several processes, the blocks are gathered (``process_allgather``, in
+  process order), so each process gets every row.
+  """
+  rows = jax.tree.map(lambda x: np.asarray(x).reshape((-1, *x.shape[2:])), tree)
+  if jax.process_count() == 1:
+    return rows
+  return jax.tree.map(np.asarray, multihost_utils.process_allgather(rows, tiled=True))
+
+
+def unreplicate(tree: PyTree) -> PyTree:
+  """The first local device's copy of a replicated tree, as host numpy arrays.
+
+  Also for per-step train metrics, which are ``pmean``-ed (the same on every
+  device). Reads only one addressable shard, never a device of another process.
+  """
+  def first(x):
+    if isinstance(x, jax.Array):
+      return np.asarray(x.addressable_data(0))[0]
+    return np.asarray(x)[0]
+  return jax.tree.map(first, tree)
 
 
 def per_device(global_size: int, field: str) -> int:
-  """global_size / device count, or a clear error naming the config field."""
+  """global_size / (global) device count, or a clear error naming the config field."""
   n = device_count()
   if global_size % n:
     valid = ", ".join(str(n * k) for k in range(1, 5))
+    where = (f" ({jax.process_count()} processes with {local_device_count()} each)"
+             if jax.process_count() > 1 else "")
     raise ValueError(
-        f"{field}={global_size} does not divide by the {n} devices in use; "
+        f"{field}={global_size} does not divide by the {n} devices in use{where}; "
         f"use a multiple of {n} (e.g. {valid}, ...).")
   return global_size // n
+
+
+def process_zero_agrees(ok: bool) -> bool:
+  """Process 0's ``ok`` on every process, so all stop together when process 0 cannot go on."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(ok)))
+
+
+def gather_int(value: int) -> list[int]:
+  """Every process's ``value``, in process order (``[value]`` on a single process)."""
+  if jax.process_count() == 1:
+    return [value]
+  return [int(v) for v in multihost_utils.process_allgather(np.int32(value))]

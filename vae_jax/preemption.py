@@ -38,6 +38,7 @@ class PreemptionWatcher:
     self._interruptible_at = None  # a saved step while only evaluating, else None
     self._previous = None
     self._installed = False
+    self._calls = 0  # multi-host: should_stop calls so far, the sync protocol's counter
 
   def __enter__(self) -> "PreemptionWatcher":
     if (jax.process_count() == 1
@@ -60,9 +61,18 @@ class PreemptionWatcher:
       raise Preempted(step, step)
 
   def should_stop(self, step: int) -> bool:
-    """Whether to save and stop after ``step`` (the same answer on every host)."""
+    """Whether to save and stop after ``step`` (the same answer on every host).
+
+    Multi-host: jax's sync point is the largest counter any host has passed, plus
+    one, and only a call with exactly that counter answers True. Steps advance by
+    whole dispatches, so they would jump past it; the number of calls (the same
+    on every host, which all call here at the same steps) reaches it at the next
+    dispatch.
+    """
+    del step  # every host calls at the same steps; the call count identifies them
     if jax.process_count() > 1:
-      return self._reached_sync_point(step)
+      self._calls += 1
+      return self._reached_sync_point(self._calls)
     return self._requested
 
   @contextlib.contextmanager

@@ -30,6 +30,12 @@ from vae_jax import validation
 from vae_jax import workdir as workdir_lib
 
 
+# Errors that explain themselves: entry points print them without a traceback.
+USER_ERRORS = (validation.ConfigError, workdir_lib.WorkdirError,
+               datasets.DatasetUnavailableError, training.NonFiniteError,
+               checkpoints.CheckpointError)
+
+
 def _next_stop(step: int, total: int, config: ml_collections.ConfigDict) -> int:
   """The next step at which the host must act (dispatch end, log, eval, checkpoint, end).
 
@@ -72,13 +78,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   start_time = time.time()
   validation.validate(config)
   workdir = os.path.abspath(workdir)
-  main_process = jax.process_index() == 0
+  main_process = jax.process_index() == 0  # alone writes the workdir's files
   with contextlib.ExitStack() as stack:
-    changes = {}
+    changes, refused = {}, None
     if main_process:
-      stack.enter_context(workdir_lib.lock(workdir))
-      changes = workdir_lib.prepare(workdir, config, overwrite=overwrite,
-                                    allow_changes=allow_changes)
+      try:
+        stack.enter_context(workdir_lib.lock(workdir))
+        changes = workdir_lib.prepare(workdir, config, overwrite=overwrite,
+                                      allow_changes=allow_changes)
+      except Exception as e:  # pylint: disable=broad-except  # re-raised below
+        refused = e
+    if not parallel.process_zero_agrees(refused is None):  # other processes stop too
+      raise refused or workdir_lib.WorkdirError(
+          f"Process 0 could not use {workdir}; its log says why.")
     return _train(config, workdir, changes, start_time, main_process)
 
 
@@ -97,16 +109,25 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
   steps_per_epoch = num_train // config.batch_size
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else math.ceil(config.num_epochs * steps_per_epoch))
-  logging.info("Dataset %s (%s): %d train / %d test, preprocessing=%s; %d devices; "
-               "%d steps of global batch %d (%d per epoch).", dataset.name, dataset.source,
-               num_train, len(dataset.test), preprocessing, parallel.device_count(),
-               total_steps, config.batch_size, steps_per_epoch)
+  logging.info("Dataset %s (%s): %d train / %d test, preprocessing=%s; %d devices "
+               "(%d processes); %d steps of global batch %d (%d per epoch).", dataset.name,
+               dataset.source, num_train, len(dataset.test), preprocessing,
+               parallel.device_count(), jax.process_count(), total_steps, config.batch_size,
+               steps_per_epoch)
 
   model = models.build_model(config.model, dataset.image_shape)
   tx = training.make_optimizer(config.optim, total_steps)
   state = training.create_train_state(config.seed, model, tx)
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints,
                                   keep_best=config.keep_best_checkpoint)
+  # Every process restores: hosts that saw different checkpoints would run different
+  # programs and hang, so they must agree first.
+  latest = parallel.gather_int(-1 if ckpt.latest_step() is None else ckpt.latest_step())
+  if len(set(latest)) > 1:
+    raise checkpoints.CheckpointError(
+        f"The processes see different latest checkpoints in {ckpt.directory} (by process, "
+        f"-1 for none: {latest}). To resume a multi-host run, the workdir must be on storage "
+        f"every host sees at the same path (NFS, Filestore, a gcsfuse mount).")
   restored = ckpt.restore_latest(state)
   meta = {"alarm_steps": [], "train_seconds": 0.0}
   if restored is not None:
@@ -225,7 +246,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
                           if skip else 0),
       "wall_time_s": time.time() - start_time, "train_time_s": meta["train_seconds"],
       "seconds_per_epoch": meta["train_seconds"] / max(step / steps_per_epoch, 1e-9),
-      "device_count": parallel.device_count(), "platform": jax.default_backend(),
+      "device_count": parallel.device_count(), "process_count": jax.process_count(),
+      "platform": jax.default_backend(),
       "seed": config.seed, "eval_seed": config.eval.seed, "versions": workdir_lib.versions(),
   }
   if main_process:
@@ -238,8 +260,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
 def _log_train(writer, pending: list, step: int, last_log_step: int, total_steps: int,
                steps_per_epoch: int, batch_size: int, seconds: float, compiling: bool) -> None:
   """Means over the steps since the last log (finite values: skipped updates excluded)."""
-  stacked = {k: np.concatenate([np.asarray(m[k])[0] for _, m in pending])
-             for k in pending[0][1]}
+  firsts = [parallel.unreplicate(m) for _, m in pending]  # pmean-ed: same on every device
+  stacked = {k: np.concatenate([m[k] for m in firsts]) for k in firsts[0]}
   counters = {k: stacked.pop(k)[-1] for k in ("skipped_updates", "consecutive_nonfinite")
               if k in stacked}
   means = {k: float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")

@@ -162,18 +162,19 @@ def first_nonfinite(chunks: list[tuple[int, dict]],
                     max_consecutive: Optional[int] = None) -> Optional[str]:
   """Describes the first step whose loss or gradient norm is not finite, or None.
 
-  ``chunks``: (first step, metrics stacked [devices, steps]) per dispatch. With
+  ``chunks``: (first step, metrics stacked [local devices, steps]) per dispatch. With
   ``max_consecutive`` (skip mode) only a run of that many skipped updates counts.
   """
   for start, metrics in chunks:
+    metrics = parallel.unreplicate(metrics)  # pmean-ed: the same on every device
     if max_consecutive is not None:
-      consecutive = np.asarray(metrics["consecutive_nonfinite"])[0]
+      consecutive = metrics["consecutive_nonfinite"]
       if (consecutive >= max_consecutive).any():
         i = int(np.argmax(consecutive >= max_consecutive))
         return (f"{max_consecutive} consecutive non-finite updates, the last at step "
                 f"{start + i + 1} (optim.max_consecutive_nonfinite)")
       continue
-    values = {k: np.asarray(metrics[k])[0] for k in CHECKED}
+    values = {k: metrics[k] for k in CHECKED}
     bad = np.logical_or.reduce([~np.isfinite(v) for v in values.values()])
     if bad.any():
       i = int(np.argmax(bad))

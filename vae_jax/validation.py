@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import numbers
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import ml_collections
 from ml_collections.config_flags import config_flags  # ConfigFileFlagParser: not re-exported
@@ -77,7 +77,7 @@ def field_names(config: ml_collections.ConfigDict, prefix: str = "") -> list[str
   return names
 
 
-def check_overrides(argv: Sequence[str], default_config: str) -> None:
+def check_overrides(argv: Sequence[str], default_config: Optional[str]) -> None:
   """Raises ConfigError for a --config.FIELD override that names no field.
 
   Runs before absl parses flags (ml_collections applies overrides while the
@@ -90,6 +90,8 @@ def check_overrides(argv: Sequence[str], default_config: str) -> None:
       spec = arg.split("=", 1)[1]
     elif arg == "--config" and i + 1 < len(argv):
       spec = argv[i + 1]
+  if spec is None:
+    return  # no config file given: the flag itself reports it
   config = config_flags.ConfigFileFlagParser("config", lock_config=False).parse(spec)
   if not isinstance(config, ml_collections.ConfigDict):
     return  # unreadable file: the flag itself reports it

@@ -1,0 +1,82 @@
+r"""Runs a sweep: python -m experiments.sweep --config=configs/beta.py --workdir=DIR.
+
+Every member of the config file's sweep() trains in DIR/<its overrides>, N at a
+time (--parallel=N); members with results are skipped, so rerunning after a
+crash or preemption does only what is missing. --member=K runs member K alone,
+in this process (TPU workers, array jobs); --dry_run lists the members.
+--config.FIELD=VALUE overrides apply to every member.
+"""
+
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only reads data here.
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from vae_jax import distributed
+from vae_jax import parallel
+from vae_jax import preemption
+from vae_jax import sweeps
+from vae_jax import train
+from vae_jax import validation
+
+try:  # ml_collections applies overrides as the flag is defined: check them first.
+  validation.check_overrides(sys.argv, None)
+except validation.ConfigError as e:
+  sys.exit(f"FATAL {e}")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file (with sweep()).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory.", required=True)
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Members running at once.", lower_bound=1)
+_MEMBER = flags.DEFINE_integer("member", None, "Run only member K, in this process.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the members and their status; run nothing.")
+flags.mark_flag_as_required("config")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  distributed.initialize()
+  spec = config_flags.get_config_filename(flags.FLAGS["config"])
+  extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
+  workdir = os.path.abspath(_WORKDIR.value)
+  try:
+    members = sweeps.load_members(spec, _CONFIG.value)
+    if _DRY_RUN.value:
+      print(sweeps.describe(workdir, members, spec, extra))
+      return
+    if _MEMBER.value is not None:  # on a pod: every host runs this, process 0 writes
+      member = sweeps.member_by_index(members, _MEMBER.value)
+      if jax.process_index() == 0:
+        sweeps.record(workdir, spec, extra, members)
+      done = sweeps.status(workdir, member) == "done"
+      if parallel.process_zero_agrees(done):
+        logging.info("Member %d (%s) is done; skipping.", member.index, member.name)
+        return
+      config = _CONFIG.value
+      sweeps.apply(config, member.overrides)
+      train.train_and_evaluate(config, os.path.join(workdir, member.name))
+      return
+    sweeps.record(workdir, spec, extra, members)
+    start = time.time()
+    outcome = sweeps.run_all(spec, workdir, members, extra, _PARALLEL.value)
+  except preemption.Preempted as e:
+    logging.warning("%s", e)
+    return
+  except (sweeps.SweepError, *train.USER_ERRORS) as e:
+    sys.exit(f"FATAL {type(e).__name__}: {e}")
+  print(sweeps.summary_line(outcome, time.time() - start))
+  for name in outcome["failed"]:
+    print(f"  failed: {name} (see {os.path.join(workdir, name, sweeps.LOG_FILE)})")
+  if outcome["failed"]:
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

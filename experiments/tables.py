@@ -1,0 +1,38 @@
+r"""Tables and plots of a finished sweep: python -m experiments.tables --workdir=DIR.
+
+One row per setting (the member's overrides without the seed), mean ± std over
+the seeds that finished, as DIR/tables/ablation.{md,csv,tex}, and the plots the
+swept fields call for in DIR/plots/. Prints the table and the members that
+failed or are missing. Refuses (exit status 1) a sweep whose runs were trained
+or scored differently, and one with no finished member.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from vae_jax import plots
+from vae_jax import tables
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A sweep directory (with sweep.json).",
+                               required=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    ablation = tables.summarize(_WORKDIR.value)
+  except tables.TableError as e:
+    sys.exit(f"FATAL {type(e).__name__}: {e}")
+  paths = tables.write_tables(ablation) + plots.write_plots(ablation)
+  print(tables.to_markdown(ablation))
+  counts = {s: len(ablation.with_status(s)) for s in ("done", "failed", "missing")}
+  print(f"{len(ablation.members)} members: {counts['done']} done, {counts['failed']} failed, "
+        f"{counts['missing']} missing.")
+  print("Wrote " + ", ".join(paths))
+
+
+if __name__ == "__main__":
+  app.run(main)
