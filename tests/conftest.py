@@ -22,12 +22,8 @@ SMALL = {"data.name": "digits", "batch_size": 64, "num_train_steps": 20,
 
 def set_fields(config, overrides):
   """Applies {"a.b": value} overrides, as --config.a.b=value would."""
-  for field, value in overrides.items():
-    node = config
-    *parents, leaf = field.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  from vae_jax import sweeps  # pylint: disable=g-import-not-at-top
+  sweeps.apply(config, overrides)
   return config
 
 

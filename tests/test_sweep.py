@@ -15,15 +15,11 @@ from vae_jax import sweeps
 # A small sweep: 2 betas x 2 latent dims on embedded 8x8 digits, a few steps each.
 SMALL_SWEEP = '''
 from configs import default
+from vae_jax import sweeps
 
 def get_config():
   config = default.get_config()
-  for field, value in {FIELDS}.items():
-    node = config
-    *parents, leaf = field.split(".")
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+  sweeps.apply(config, {FIELDS})
   return config
 
 def sweep():

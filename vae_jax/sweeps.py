@@ -28,11 +28,12 @@ from typing import Any, Optional, Sequence
 import ml_collections
 from absl import logging
 
+from vae_jax import tables
 from vae_jax import validation
 from vae_jax import workdir as workdir_lib
 
-MANIFEST = "sweep.json"
-FAILURE_FILE = "failure.json"
+MANIFEST = tables.SWEEP_FILE  # the file names tables reads, from one place
+FAILURE_FILE = tables.FAILURE_FILE
 LOG_FILE = "log.txt"
 SEED_FIELD = "seed"
 

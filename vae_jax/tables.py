@@ -25,8 +25,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from vae_jax import workdir as workdir_lib  # light: no JAX, only file conventions
+
 SWEEP_FILE = "sweep.json"
-RESULTS_FILE = "results.json"
+RESULTS_FILE = workdir_lib.RESULTS_FILE
 FAILURE_FILE = "failure.json"
 TABLES_DIR = "tables"
 PLOTS_DIR = "plots"

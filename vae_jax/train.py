@@ -178,7 +178,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
         examples_seen=step * config.batch_size), neg_elbo)
     return step
 
-  pending, last_log_step, interval_start = [], step, time.time()
+  pending, logged = [], []  # device metrics of dispatches not yet fetched / not yet logged
+  last_log_step, interval_start = step, time.time()
   compiled, compiling = set(), False  # chunk lengths seen; a new one means a compilation
   test_summary, saved_step = None, (step if restored is not None else None)
   with preemption.PreemptionWatcher(ckpt.reached_preemption) as watcher, \
@@ -197,8 +198,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
       run_eval = step % config.eval_every == 0 or final
       if not (log or checkpoint or run_eval):
         continue
+      # Each dispatch's metrics come to the host once (pmean-ed: device 0's copy).
+      fetched = [(start, parallel.unreplicate(m)) for start, m in pending]
+      logged += fetched
+      pending = []
       problem = training.first_nonfinite(
-          pending, config.optim.max_consecutive_nonfinite if skip else None)
+          fetched, config.optim.max_consecutive_nonfinite if skip else None)
       if problem:
         last = ckpt.latest_step()
         raise training.NonFiniteError(
@@ -209,9 +214,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
       now = time.time()
       if log:
         meta["train_seconds"] += now - interval_start
-        _log_train(writer, pending, step, last_log_step, total_steps, steps_per_epoch,
+        _log_train(writer, logged, step, last_log_step, total_steps, steps_per_epoch,
                    config.batch_size, now - interval_start, compiling)
-        pending, last_log_step, compiling = [], step, False
+        logged, last_log_step, compiling = [], step, False
       if checkpoint:  # before a (possibly long) evaluation, so a killed evaluation loses nothing
         saved_step = save()
       if run_eval:
@@ -257,11 +262,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
   return results
 
 
-def _log_train(writer, pending: list, step: int, last_log_step: int, total_steps: int,
+def _log_train(writer, logged: list, step: int, last_log_step: int, total_steps: int,
                steps_per_epoch: int, batch_size: int, seconds: float, compiling: bool) -> None:
   """Means over the steps since the last log (finite values: skipped updates excluded)."""
-  firsts = [parallel.unreplicate(m) for _, m in pending]  # pmean-ed: same on every device
-  stacked = {k: np.concatenate([m[k] for m in firsts]) for k in firsts[0]}
+  stacked = {k: np.concatenate([m[k] for _, m in logged]) for k in logged[0][1]}
   counters = {k: stacked.pop(k)[-1] for k in ("skipped_updates", "consecutive_nonfinite")
               if k in stacked}
   means = {k: float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")

@@ -162,11 +162,10 @@ def first_nonfinite(chunks: list[tuple[int, dict]],
                     max_consecutive: Optional[int] = None) -> Optional[str]:
   """Describes the first step whose loss or gradient norm is not finite, or None.
 
-  ``chunks``: (first step, metrics stacked [local devices, steps]) per dispatch. With
+  ``chunks``: (first step, host metrics [steps]) per dispatch. With
   ``max_consecutive`` (skip mode) only a run of that many skipped updates counts.
   """
   for start, metrics in chunks:
-    metrics = parallel.unreplicate(metrics)  # pmean-ed: the same on every device
     if max_consecutive is not None:
       consecutive = metrics["consecutive_nonfinite"]
       if (consecutive >= max_consecutive).any():
