@@ -8,13 +8,19 @@ RECORD_WRITES=1 it prints, as its last line, ``WRITES: [...]``: the files it
 opened for writing (or created, renamed) in WORKDIR outside checkpoints/. With
 SIGTERM_AFTER_STEP=N it sends itself SIGTERM once the train loop has passed
 step N (a preemption notice) and, like experiments.train, exits 0 when the run
-stops for it, printing ``PREEMPTED AT STEP``.
+stops for it, printing ``PREEMPTED AT STEP``. In a multi-process job the signal
+reaches jax's preemption notifier asynchronously (it polls for SIGTERM about once
+a second), so the sender then waits a few seconds, holding every host at the next
+collective, for the notice to arrive before the run could end without it.
 """
 
 import json
 import os
 import signal
 import sys
+import time
+
+NOTICE_SECONDS = 5.0  # > jax's 1 s SIGTERM poll plus the hosts' agreement, on a loaded CI
 
 
 def _record_writes(workdir):
@@ -47,6 +53,7 @@ def _record_writes(workdir):
 
 def _sigterm_after(step):
   """SIGTERM to this process right after the first preemption check at or past ``step``."""
+  import jax  # pylint: disable=g-import-not-at-top
   from vae_jax import preemption  # pylint: disable=g-import-not-at-top
   original, sent = preemption.PreemptionWatcher.should_stop, []
 
@@ -55,6 +62,8 @@ def _sigterm_after(step):
     if at >= step and not sent:
       sent.append(at)
       os.kill(os.getpid(), signal.SIGTERM)
+      if jax.process_count() > 1:
+        time.sleep(NOTICE_SECONDS)
     return answer
 
   preemption.PreemptionWatcher.should_stop = should_stop
