@@ -27,12 +27,19 @@ def is_continuous(likelihood: str) -> bool:
 
 def log_prob(likelihood: str, x: jax.Array, loc: jax.Array,
              log_scale: Optional[jax.Array]) -> jax.Array:
-  """Per-example log p(x|z) in nats, summed over the image axes (H, W, C)."""
+  """Per-example log p(x|z) in nats, summed over the image axes (H, W, C).
+
+  The image axes are flattened first: a [..., 28, 28, 1] layout (channels last,
+  one channel) leaves XLA's CPU backend a minor axis of size 1 and unvectorized
+  loops, several times slower over the IWAE bound's millions of pixels.
+  """
+  flat = lambda a: a.reshape((*a.shape[:-3], -1))
+  x, loc = flat(x), flat(loc)
   if likelihood == "bernoulli":
     per_dim = D.bernoulli_log_prob_per_dim(x, loc)
   else:
-    per_dim = D.gaussian_log_prob_per_dim(x, loc, 2.0 * log_scale)
-  return D.sum_over_event(per_dim, 3)
+    per_dim = D.gaussian_log_prob_per_dim(x, loc, 2.0 * flat(log_scale))
+  return jnp.sum(per_dim, axis=-1)
 
 
 def mean(likelihood: str, loc: jax.Array) -> jax.Array:

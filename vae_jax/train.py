@@ -145,15 +145,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
     logging.warning("Continuing from step %d with changed fields: %s", step, changes)
 
   skip = config.optim.on_nonfinite == "skip"
-  spec = training.TrainSpec(
-      num_examples=num_train, global_batch=config.batch_size,
-      per_device_batch=parallel.per_device(config.batch_size, "batch_size"),
-      preprocessing=preprocessing, beta=config.objective.beta,
-      kl_warmup_steps=config.objective.warmup_steps,
-      free_bits=config.objective.free_bits, kl_estimator=config.objective.kl_estimator,
-      skip_nonfinite=skip, nan_at_step=config.debug.nan_at_step)
-  train_chunk = parallel.data_parallel(training.make_train_chunk(model, tx, spec),
-                                       static_argnums=(2,), donate_argnums=(0,))
+  train_chunk = training.DataParallelTrainChunk(
+      model, tx, training.spec_from_config(config, num_train, preprocessing))
   evaluator = evaluation.Evaluator(model, preprocessing, config.objective.kl_estimator,
                                    config.eval.seed, dataset.test, config.eval.batch_size,
                                    config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)
@@ -188,7 +181,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
       num_steps = _next_stop(step, total_steps, config) - step
       compiling |= num_steps not in compiled
       compiled.add(num_steps)
-      rstate, chunk_metrics = train_chunk(rstate, train_images, num_steps)
+      rstate, chunk_metrics = train_chunk(rstate, train_images, step, num_steps)
       pending.append((step, chunk_metrics))
       step += num_steps
       final = step == total_steps

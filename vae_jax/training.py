@@ -57,6 +57,19 @@ class TrainSpec:
     return self.num_examples // self.global_batch
 
 
+def spec_from_config(config: ml_collections.ConfigDict, num_examples: int,
+                     preprocessing: str) -> TrainSpec:
+  """The TrainSpec of a (validated) config on a training set of ``num_examples``."""
+  return TrainSpec(
+      num_examples=num_examples, global_batch=config.batch_size,
+      per_device_batch=parallel.per_device(config.batch_size, "batch_size"),
+      preprocessing=preprocessing, beta=config.objective.beta,
+      kl_warmup_steps=config.objective.warmup_steps,
+      free_bits=config.objective.free_bits, kl_estimator=config.objective.kl_estimator,
+      skip_nonfinite=config.optim.on_nonfinite == "skip",
+      nan_at_step=config.debug.nan_at_step)
+
+
 def learning_rate_schedule(optim: ml_collections.ConfigDict,
                            total_steps: int) -> optax.Schedule:
   lr, warmup = optim.learning_rate, optim.warmup_steps
@@ -80,6 +93,9 @@ def make_optimizer(optim: ml_collections.ConfigDict,
     opt = optax.sgd(schedule)
   if optim.grad_clip_norm > 0:
     opt = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), opt)
+  # One vector for all parameters: the per-parameter update (memory-bound, a few
+  # elementwise passes) runs as a few large loops instead of a few per leaf.
+  opt = optax.flatten(opt)
   if optim.on_nonfinite == "skip":
     opt = optax.apply_if_finite(opt, max_consecutive_errors=optim.max_consecutive_nonfinite)
   return opt
@@ -95,11 +111,12 @@ def create_train_state(seed: int, model: models.VAE,
 
 def make_train_chunk(model: models.VAE, tx: optax.GradientTransformation,
                      spec: TrainSpec):
-  """Per-device fn(state, images, num_steps) -> (state, metrics stacked over steps).
+  """Per-device fn(state, images, perms, num_steps) -> (state, metrics stacked over steps).
 
-  The permutations of every epoch the chunk touches are drawn once at its start,
-  so a chunk may cross epoch boundaries at no per-step cost. ``num_steps`` is
-  static: one compilation per distinct chunk length.
+  ``perms``: the permutations of the ``epochs_touched(spec, num_steps)`` epochs
+  from the state's epoch on (a tuple of [N] arrays), so a chunk may cross epoch
+  boundaries at no per-step cost. ``num_steps`` is static: one compilation per
+  distinct chunk length.
   """
   axis = parallel.AXIS_NAME
 
@@ -140,15 +157,50 @@ def make_train_chunk(model: models.VAE, tx: optax.GradientTransformation,
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
-  def train_chunk(state: TrainState, images: jax.Array, num_steps: int):
+  def train_chunk(state: TrainState, images: jax.Array, perms: tuple, num_steps: int):
     first_epoch = state.step // spec.steps_per_epoch
-    num_epochs = -(-num_steps // spec.steps_per_epoch) + 1  # epochs a chunk can touch
-    perms = jax.vmap(lambda e: pipeline.epoch_permutation(
-        state.rng, e, spec.num_examples))(first_epoch + jnp.arange(num_epochs))
+    perms = jnp.stack(perms)
     return jax.lax.scan(lambda s, _: train_step(s, images, perms, first_epoch), state,
                         None, length=num_steps)
 
   return train_chunk
+
+
+def epochs_touched(spec: TrainSpec, num_steps: int) -> int:
+  """How many epochs a chunk of ``num_steps`` can reach into, from wherever it starts."""
+  return -(-num_steps // spec.steps_per_epoch) + 1
+
+
+class DataParallelTrainChunk:
+  """``make_train_chunk`` on every device, drawing each epoch's permutation once.
+
+  Call as fn(replicated state, replicated images, step, num_steps) -> (state,
+  metrics), ``step`` being the state's step (the host knows it without waiting
+  for the devices). The state's buffers are donated: use the returned state.
+  A permutation of 50,000 examples takes about 16 ms on a 2-core CPU; drawn
+  anew in every 200-step dispatch, the epochs it touches would cost ~8 % of the
+  default model's training time.
+  """
+
+  def __init__(self, model: models.VAE, tx: optax.GradientTransformation, spec: TrainSpec):
+    self._spec = spec
+    self._chunk = parallel.data_parallel(make_train_chunk(model, tx, spec),
+                                         static_argnums=(3,), donate_argnums=(0,))
+    self._permutation = parallel.data_parallel(
+        lambda rng, epoch: pipeline.epoch_permutation(rng, epoch, spec.num_examples))
+    self._perms = {}  # epoch -> its permutation, replicated; only the current window kept
+
+  def permutations(self, rng: jax.Array, step: int, num_steps: int) -> tuple:
+    """The replicated permutations a chunk from ``step`` needs (``rng``: replicated)."""
+    first = step // self._spec.steps_per_epoch
+    epochs = range(first, first + epochs_touched(self._spec, num_steps))
+    self._perms = {e: self._perms[e] if e in self._perms else
+                   self._permutation(rng, parallel.replicate(np.int32(e))) for e in epochs}
+    return tuple(self._perms[e] for e in epochs)
+
+  def __call__(self, rstate: TrainState, images: jax.Array, step: int, num_steps: int):
+    perms = self.permutations(rstate.rng, step, num_steps)
+    return self._chunk(rstate, images, perms, num_steps)
 
 
 CHECKED = ("loss", "grad_norm")

@@ -77,6 +77,14 @@ def field_names(config: ml_collections.ConfigDict, prefix: str = "") -> list[str
   return names
 
 
+def load_config_file(spec: str, flag: str = "config") -> ml_collections.ConfigDict:
+  """The config of a ``FILE[:ARG]`` spec, as ``--FLAG=FILE[:ARG]`` would load it."""
+  config = config_flags.ConfigFileFlagParser(flag, lock_config=False).parse(spec)
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ConfigError(f"--{flag}={spec}: get_config() must return an ml_collections.ConfigDict.")
+  return config
+
+
 def check_overrides(argv: Sequence[str], default_config: Optional[str]) -> None:
   """Raises ConfigError for a --config.FIELD override that names no field.
 

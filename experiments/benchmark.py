@@ -1,0 +1,87 @@
+r"""Speed against the device's own limit: python -m experiments.benchmark [--config=...].
+
+Measures, after compilation and warm-up, training examples/s of --config (the
+MLP VAE by default) and of --conv_config (the convolutional VAE) at each of
+--batch_sizes, and IWAE evaluation examples/s with k=--num_importance_samples;
+with each, the compile time, peak host (and device) memory and the roofline
+ratio: the time the program's matrix products take alone on this device, over
+the program's time. Prints a table and writes the JSON to --output
+(benchmarks/benchmark-PLATFORM-Nd-TIME.json by default; never overwritten).
+
+  python -m experiments.benchmark
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.benchmark
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from vae_jax import benchmark
+from vae_jax import parallel
+from vae_jax import validation
+
+_DEFAULT_CONFIG = "configs/default.py"
+try:  # ml_collections applies overrides as the flag is defined: check them first.
+  validation.check_overrides(sys.argv, _DEFAULT_CONFIG)
+except validation.ConfigError as e:
+  sys.exit(f"FATAL {e}")
+_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "The model to measure.")
+_CONV = flags.DEFINE_string("conv_config", "configs/conv.py",
+                            "A second model, trained only ('' to skip).")
+_BATCHES = flags.DEFINE_list("batch_sizes", ["128", "1024"], "Global training batch sizes.")
+_K = flags.DEFINE_integer("num_importance_samples", 5000, "IWAE k (0 skips evaluation).")
+_EXAMPLES = flags.DEFINE_integer("eval_examples", 1000,
+                                 "Test images evaluated (the cost is linear in them).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions; the best is reported.")
+_OUTPUT = flags.DEFINE_string("output", None, "JSON file to write (must not exist).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  env = benchmark.environment()
+  output = _OUTPUT.value or os.path.join(
+      "benchmarks", f"benchmark-{env['platform']}-{env['device_count']}d-"
+      f"{time.strftime('%Y%m%d-%H%M%S')}.json")
+  if os.path.exists(output):
+    sys.exit(f"FATAL --output={output} exists; benchmark results are never overwritten.")
+  try:
+    batch_sizes = [int(b) for b in _BATCHES.value]
+    for b in batch_sizes:
+      parallel.per_device(b, "--batch_sizes")
+  except ValueError as e:
+    sys.exit(f"FATAL --batch_sizes={','.join(_BATCHES.value)}: {e}")
+  configs = [_CONFIG.value]
+  timing = {}  # product timings, shared: each distinct product is timed once
+  rows = [benchmark.measure_peak()]
+  logging.info("Device: %s; large matmul %.1f GFLOP/s", env, rows[0]["gflops_per_s"])
+  try:
+    if _CONV.value:
+      configs.append(validation.load_config_file(_CONV.value, "conv_config"))
+    for config in configs:
+      for batch_size in batch_sizes:
+        rows.append(benchmark.measure_train(config, batch_size, repeats=_REPEATS.value,
+                                            timing=timing))
+        logging.info("%s", benchmark.format_table(rows[-1:]))
+    if _K.value:
+      rows.append(benchmark.measure_eval(_CONFIG.value, _K.value, _EXAMPLES.value,
+                                         repeats=max(1, _REPEATS.value // 2), timing=timing))
+  except validation.ConfigError as e:
+    sys.exit(f"FATAL {e}")
+  print(benchmark.format_table(rows))
+  os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+  with open(output, "x") as f:
+    json.dump({"environment": env, "measurements": rows}, f, indent=1)
+  print(f"Wrote {output}")
+
+
+if __name__ == "__main__":
+  app.run(main)

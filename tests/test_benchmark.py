@@ -1,0 +1,76 @@
+"""experiments.benchmark end to end on a small model: figures, FLOP census, JSON, no overwrite."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+BATCH, PIXELS, WIDTH, LATENTS = 32, 8 * 8, 32, 20
+SMALL_MODEL = ["--config.data.name=digits", f"--config.model.width={WIDTH}",
+               f"--config.model.latent_dim={LATENTS}", "--config.eval.batch_size=100",
+               "--config.steps_per_dispatch=20"]
+
+
+def _benchmark(*args):
+  return subprocess.run([sys.executable, "-m", "experiments.benchmark", *args],
+                        capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def _mlp_train_flops(batch):
+  """Forward, then per dense layer dW and dX (none for the input): 2 flops a multiply-add."""
+  layers = [PIXELS * WIDTH, WIDTH * LATENTS, WIDTH * LATENTS, LATENTS * WIDTH, WIDTH * PIXELS]
+  macs = 3 * sum(layers) - PIXELS * WIDTH
+  return 2 * batch * macs
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+  output = tmp_path_factory.mktemp("bench") / "small.json"
+  proc = _benchmark(*SMALL_MODEL, f"--batch_sizes={BATCH}", "--conv_config=",
+                    "--num_importance_samples=30", "--eval_examples=200", "--repeats=2",
+                    f"--output={output}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return output, proc.stdout
+
+
+def test_the_benchmark_prints_a_table_and_writes_its_figures(small_run):
+  output, stdout = small_run
+  assert "| train |" in stdout and "| IWAE k=30, 200 test images |" in stdout
+  record = json.load(open(output))
+  assert record["environment"]["platform"] == "cpu"
+  peak, train, evaluation = record["measurements"]
+  assert peak["kind"] == "peak" and peak["gflops_per_s"] > 0
+  assert train["kind"] == "train" and train["batch_size"] == BATCH
+  assert train["product_flops_per_device"] == _mlp_train_flops(BATCH)
+  assert train["examples_per_s"] == pytest.approx(BATCH * train["steps_per_s"])
+  assert evaluation["kind"] == "eval" and evaluation["num_importance_samples"] == 30
+  # IWAE: the encoder once and the decoder once per sample, for the 200 images.
+  eval_macs = 200 * ((PIXELS * WIDTH + 2 * WIDTH * LATENTS) +
+                     31 * (LATENTS * WIDTH + WIDTH * PIXELS))  # 30 samples + the ELBO's z
+  assert evaluation["product_flops_per_device"] == 2 * eval_macs
+  for row in (train, evaluation):
+    assert row["compile_seconds"] > 0 and row["peak_host_bytes"] > 0
+    assert 0 < row["roofline_seconds"] and 0 < row["roofline_ratio"] < 2, row
+    assert row["roofline_ratio"] == pytest.approx(
+        row["roofline_seconds"] / (row.get("seconds_per_step") or row["seconds"]))
+
+
+def test_results_are_never_overwritten(small_run):
+  output, _ = small_run
+  before = open(output).read()
+  proc = _benchmark(*SMALL_MODEL, "--batch_sizes=32", "--conv_config=",
+                    "--num_importance_samples=0", f"--output={output}")
+  assert proc.returncode == 1 and "exists" in proc.stderr and str(output) in proc.stderr
+  assert open(output).read() == before
+
+
+def test_bad_batch_sizes_and_fields_are_named(tmp_path):
+  proc = _benchmark("--batch_sizes=32,abc", f"--output={tmp_path / 'x.json'}")
+  assert proc.returncode == 1 and "--batch_sizes=32,abc" in proc.stderr
+  proc = _benchmark("--config.model.widht=3", f"--output={tmp_path / 'x.json'}")
+  assert proc.returncode == 1 and "Did you mean --config.model.width" in proc.stderr
+  assert not os.path.exists(tmp_path / "x.json")
