@@ -12,6 +12,7 @@ the program's time. Prints a table and writes the JSON to --output
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.benchmark
 """
 
+import copy
 import json
 import os
 import sys
@@ -37,6 +38,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "The model 
 _CONV = flags.DEFINE_string("conv_config", "configs/conv.py",
                             "A second model, trained only ('' to skip).")
 _BATCHES = flags.DEFINE_list("batch_sizes", ["128", "1024"], "Global training batch sizes.")
+_SGD = flags.DEFINE_bool("sgd_baseline", True, "Also train --config with optim.optimizer=sgd at "
+                         "the first batch size: the optimizer's share of a step.")
 _K = flags.DEFINE_integer("num_importance_samples", 5000, "IWAE k (0 skips evaluation).")
 _EXAMPLES = flags.DEFINE_integer("eval_examples", 1000,
                                  "Test images evaluated (the cost is linear in them).")
@@ -71,6 +74,11 @@ def main(argv):
         rows.append(benchmark.measure_train(config, batch_size, repeats=_REPEATS.value,
                                             timing=timing))
         logging.info("%s", benchmark.format_table(rows[-1:]))
+    if _SGD.value and batch_sizes and _CONFIG.value.optim.optimizer != "sgd":
+      sgd = copy.deepcopy(_CONFIG.value)
+      sgd.optim.optimizer = "sgd"
+      rows.append(benchmark.measure_train(sgd, batch_sizes[0], repeats=_REPEATS.value,
+                                          timing=timing))
     if _K.value:
       rows.append(benchmark.measure_eval(_CONFIG.value, _K.value, _EXAMPLES.value,
                                          repeats=max(1, _REPEATS.value // 2), timing=timing))

@@ -42,17 +42,20 @@ def test_the_benchmark_prints_a_table_and_writes_its_figures(small_run):
   assert "| train |" in stdout and "| IWAE k=30, 200 test images |" in stdout
   record = json.load(open(output))
   assert record["environment"]["platform"] == "cpu"
-  peak, train, evaluation = record["measurements"]
+  peak, train, sgd, evaluation = record["measurements"]
   assert peak["kind"] == "peak" and peak["gflops_per_s"] > 0
   assert train["kind"] == "train" and train["batch_size"] == BATCH
   assert train["product_flops_per_device"] == _mlp_train_flops(BATCH)
   assert train["examples_per_s"] == pytest.approx(BATCH * train["steps_per_s"])
+  # The SGD baseline runs the same products: the optimizer's cost is all elementwise.
+  assert train["model"].endswith("adam") and sgd["model"].endswith("sgd")
+  assert sgd["product_flops_per_device"] == train["product_flops_per_device"]
   assert evaluation["kind"] == "eval" and evaluation["num_importance_samples"] == 30
   # IWAE: the encoder once and the decoder once per sample, for the 200 images.
   eval_macs = 200 * ((PIXELS * WIDTH + 2 * WIDTH * LATENTS) +
                      31 * (LATENTS * WIDTH + WIDTH * PIXELS))  # 30 samples + the ELBO's z
   assert evaluation["product_flops_per_device"] == 2 * eval_macs
-  for row in (train, evaluation):
+  for row in (train, sgd, evaluation):
     assert row["compile_seconds"] > 0 and row["peak_host_bytes"] > 0
     assert 0 < row["roofline_seconds"] and 0 < row["roofline_ratio"] < 2, row
     assert row["roofline_ratio"] == pytest.approx(
