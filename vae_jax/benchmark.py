@@ -61,11 +61,14 @@ def memory() -> dict[str, Any]:
           "peak_device_bytes": stats.get("peak_bytes_in_use")}
 
 
-def _compile(fn, *args) -> tuple[Any, float]:
-  """AOT-compiles a data-parallel fn; returns (compiled, seconds to trace, lower and compile)."""
-  start = time.perf_counter()
-  compiled = fn.lower(*args).compile()
-  return compiled, time.perf_counter() - start
+def _compile_and_best_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+  """(compile seconds, best seconds of ``repeats`` runs) of a function compiled on first call.
+
+  The compile time is the first run's (tracing, compiling, running) less a compiled run's.
+  """
+  first = _best_seconds(fn, 1)
+  best = _best_seconds(fn, repeats)
+  return max(first - best, 0.0), best
 
 
 def _roofline(found: Sequence[roofline.Product], program_seconds: float,
@@ -111,14 +114,9 @@ def measure_train(config: ml_collections.ConfigDict, batch_size: int, *, repeats
     return metrics
 
   def timed_dispatches(steps: int, count: int) -> tuple[float, float]:
-    """(compile seconds, best seconds per step of ``count`` dispatches after the first).
-
-    The compile time is the first dispatch's (tracing, compiling, running) less a
-    compiled dispatch's.
-    """
-    first = _best_seconds(lambda: dispatch(steps), 1)
-    per_dispatch = _best_seconds(lambda: dispatch(steps), count)
-    return max(first - per_dispatch, 0.0), per_dispatch / steps
+    """(compile seconds, best seconds per step) of dispatches of ``steps`` steps."""
+    compile_seconds, per_dispatch = _compile_and_best_seconds(lambda: dispatch(steps), count)
+    return compile_seconds, per_dispatch / steps
 
   compile_seconds, seconds = timed_dispatches(1, 1)  # a first estimate
   steps = max(1, min(config.steps_per_dispatch, int(dispatch_seconds / seconds)))
@@ -148,19 +146,16 @@ def measure_eval(config: ml_collections.ConfigDict, num_importance_samples: int,
       name, config.data.preprocessing, config.model.likelihood)
   model = models.build_model(config.model, datasets.image_shape(name))
   params = models.init_params(model, jax.random.PRNGKey(config.seed))
-  split = evaluation.shard_split(synthetic_split(name, num_examples, config.seed),
-                                 config.eval.batch_size)
-  eval_fn = evaluation.make_eval_fn(
-      model, preprocessing, config.objective.kl_estimator, config.eval.seed,
-      num_importance_samples, config.eval.iwae_chunk_size)
+  images = synthetic_split(name, num_examples, config.seed)
+  evaluator = evaluation.Evaluator(model, preprocessing, config.objective.kl_estimator,
+                                   config.eval.seed, images, config.eval.batch_size,
+                                   config.eval.iwae_chunk_size)
   replicated = parallel.replicate(params)
-  compiled, compile_seconds = _compile(parallel.data_parallel(eval_fn), replicated,
-                                       split.images, split.ids)
-  run = lambda: compiled(replicated, split.images, split.ids)
-  jax.block_until_ready(run())  # warm-up
-  seconds = _best_seconds(run, repeats)
-  one_device = lambda x: np.zeros(x.shape[1:], x.dtype)  # per-device code sees one block
-  found = roofline.products(eval_fn, params, one_device(split.images), one_device(split.ids),
+  compile_seconds, seconds = _compile_and_best_seconds(
+      lambda: evaluator.per_example(replicated, num_importance_samples), repeats)
+  block = lambda x: np.zeros(x.shape[1:], x.dtype)  # what one device's program sees
+  found = roofline.products(evaluator.per_device_fn(num_importance_samples), params,
+                            block(evaluator.split.images), block(evaluator.split.ids),
                             axis_env=[(parallel.AXIS_NAME, parallel.device_count())])
   full_test = SPLIT_SIZES.get(name, DEFAULT_SPLIT_SIZES)[1]
   return {"kind": "eval", "model": _describe_model(config),

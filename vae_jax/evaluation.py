@@ -110,11 +110,15 @@ class Evaluator:
     self._fns = {}  # one compiled function per number of importance samples
     self._rate_floor = collapse_rate_floor
 
+  def per_device_fn(self, num_importance_samples: int = 0):
+    """The per-device evaluation program (see ``make_eval_fn``), e.g. to count its work."""
+    return self._make(num_importance_samples=num_importance_samples)
+
   def per_example(self, params, num_importance_samples: int = 0) -> dict[str, np.ndarray]:
     """Per-example terms in split order, padding removed (float32, host)."""
     if num_importance_samples not in self._fns:
       self._fns[num_importance_samples] = parallel.data_parallel(
-          self._make(num_importance_samples=num_importance_samples))
+          self.per_device_fn(num_importance_samples))
     terms = self._fns[num_importance_samples](params, self.split.images, self.split.ids)
     terms = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), parallel.unshard(terms))
     return {k: v[: self.split.num_examples] for k, v in terms.items()}

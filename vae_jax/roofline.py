@@ -80,9 +80,8 @@ def products(fn: Callable, *args, axis_env: Sequence[tuple[str, int]] = (),
   """
   closed = jax.make_jaxpr(fn, axis_env=list(axis_env) or None,
                           static_argnums=tuple(static_argnums))(*args)
-  found: dict[tuple, Product] = {}
 
-  def walk(jaxpr, times: int) -> None:
+  def walk(jaxpr, times: int, found: dict[tuple, Product]) -> None:
     for eqn in jaxpr.eqns:
       name = eqn.primitive.name
       if name in PRODUCTS:
@@ -96,17 +95,18 @@ def products(fn: Callable, *args, axis_env: Sequence[tuple[str, int]] = (),
         raise ValueError("A while loop's trip count is unknown: use lax.scan (or a fixed "
                          "fori_loop, which is one) in the program to be counted.")
       elif name == "cond":  # the costliest branch
-        branches = eqn.params["branches"]
-        costs = [sum(p.flops * p.count for p in products(jex_core.jaxpr_as_fun(b),
-                                                         *b.in_avals, axis_env=axis_env))
-                 for b in branches]
-        walk(branches[costs.index(max(costs))].jaxpr, times)
+        branches = []
+        for branch in eqn.params["branches"]:
+          branches.append(dict(found))
+          walk(branch.jaxpr, times, branches[-1])
+        found.update(max(branches, key=lambda b: total_flops(b.values())))
       else:
         inner = times * (eqn.params["length"] if name == "scan" else 1)
         for sub in jex_core.jaxprs_in_params(eqn.params):
-          walk(sub, inner)
+          walk(sub, inner, found)
 
-  walk(closed.jaxpr, 1)
+  found: dict[tuple, Product] = {}
+  walk(closed.jaxpr, 1, found)
   return list(found.values())
 
 
