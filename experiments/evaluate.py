@@ -8,6 +8,7 @@ running runs alike.
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only reads data here.
 
@@ -34,8 +35,11 @@ def main(argv):
     if not step.isdigit():
       raise app.UsageError(f"--step={step}: use a checkpoint step number or 'best'.")
     step = int(step)
-  record = checkpoint_eval.evaluate_checkpoint(
-      _WORKDIR.value, step=step, num_importance_samples=_K.value)
+  try:
+    record = checkpoint_eval.evaluate_checkpoint(
+        _WORKDIR.value, step=step, num_importance_samples=_K.value)
+  except train.USER_ERRORS as e:
+    sys.exit(f"FATAL {type(e).__name__}: {e}")
   logging.info("step %d: %s", record["step"], train.describe(record["test"]))
 
 

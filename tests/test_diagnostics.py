@@ -102,3 +102,9 @@ def test_evaluate_command_is_read_only_and_never_overwrites(tmp_path, config_fac
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert os.path.exists(os.path.join(workdir, "eval", "step_00000020_k3.json"))
   assert "NLL(k=3)" in proc.stderr
+  # A user error (here: a checkpoint already evaluated) is one FATAL line, no traceback.
+  proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}",
+                         "--num_importance_samples=3"], cwd=REPO, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 1 and "FATAL WorkdirError" in proc.stderr, proc.stderr[-2000:]
+  assert "already evaluated" in proc.stderr and "Traceback" not in proc.stderr
