@@ -1,6 +1,7 @@
 """Evaluating a saved checkpoint of a finished or running run, read-only.
 
-Used by ``python -m experiments.evaluate``. The run's own config.json decides the
+``load_run`` restores a run's model for studies and pictures; ``evaluate_checkpoint``
+is ``python -m experiments.evaluate``. The run's own config.json decides the
 model and data; its checkpoints are opened read-only and its training state,
 metrics and results are never touched. Each evaluation writes its own file,
 ``eval/step_STEP_kK.json``, and refuses to replace an existing one.
@@ -8,11 +9,13 @@ metrics and results are never touched. Each evaluation writes its own file,
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Optional, Union
 
 import jax
+import ml_collections
 from absl import logging
 
 from vae_jax import checkpoints
@@ -40,22 +43,28 @@ def _dataset_of_run(workdir: str, config) -> datasets.Dataset:
   return dataset
 
 
-def evaluate_checkpoint(workdir: str, *, step: Union[int, str, None] = None,
-                        num_importance_samples: Optional[int] = None) -> dict[str, Any]:
-  """Evaluates checkpoint ``step`` of the run in ``workdir``.
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A run's trained model, read back from its workdir: what studies and pictures start from."""
+  workdir: str
+  config: ml_collections.ConfigDict
+  model: models.VAE
+  params: dict
+  step: int
+  checkpoint: str                   # the checkpoint directory the params came from
+  dataset: datasets.Dataset
+  preprocessing: str
+
+
+def load_run(workdir: str, step: Union[int, str, None] = None) -> Run:
+  """Restores checkpoint ``step`` of the run in ``workdir`` (read-only for the run).
 
   ``step``: a number, "best" (lowest test -ELBO, runs with keep_best_checkpoint)
   or None for the latest intact one.
   """
-  start = time.time()
   workdir = os.path.abspath(workdir)
   config = workdir_lib.load_config(workdir)
   validation.validate(config)
-  k = config.eval.num_importance_samples if num_importance_samples is None else (
-      num_importance_samples)
-  if k < 0:
-    raise validation.ConfigError(f"--num_importance_samples={k} is invalid: must be >= 0.")
-
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints,
                                   keep_best=config.keep_best_checkpoint, read_only=True)
   steps = ckpt.all_steps()
@@ -82,17 +91,34 @@ def evaluate_checkpoint(workdir: str, *, step: Union[int, str, None] = None,
     step = int(state.step)
   else:
     state, _ = ckpt.restore(step, template)
+  return Run(workdir, config, model, state.params, step,
+             os.path.join(ckpt.directory, str(step)), dataset, preprocessing)
+
+
+def evaluate_checkpoint(workdir: str, *, step: Union[int, str, None] = None,
+                        num_importance_samples: Optional[int] = None) -> dict[str, Any]:
+  """Evaluates checkpoint ``step`` of the run in ``workdir`` (see ``load_run``)."""
+  start = time.time()
+  workdir = os.path.abspath(workdir)
+  config = workdir_lib.load_config(workdir)
+  validation.validate(config)
+  k = config.eval.num_importance_samples if num_importance_samples is None else (
+      num_importance_samples)
+  if k < 0:
+    raise validation.ConfigError(f"--num_importance_samples={k} is invalid: must be >= 0.")
+  run = load_run(workdir, step)
+  step, dataset, preprocessing = run.step, run.dataset, run.preprocessing
   out_path = os.path.join(workdir, "eval", f"step_{step:08d}_k{k}.json")
   if os.path.exists(out_path):
     raise workdir_lib.WorkdirError(
         f"{out_path} exists: this checkpoint was already evaluated with k={k} (evaluation is "
         f"deterministic). Move that file away to recompute it.")
   evaluator = evaluation.Evaluator(
-      model, preprocessing, config.objective.kl_estimator, config.eval.seed, dataset.test,
+      run.model, preprocessing, config.objective.kl_estimator, config.eval.seed, dataset.test,
       config.eval.batch_size, config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)
-  summary = evaluator.evaluate(parallel.replicate(state.params), k)
+  summary = evaluator.evaluate(parallel.replicate(run.params), k)
   record = {
-      "step": step, "test": summary, "checkpoint": os.path.join(ckpt.directory, str(step)),
+      "step": step, "test": summary, "checkpoint": run.checkpoint,
       "dataset": {"used": dataset.name, "source": dataset.source,
                   "preprocessing": preprocessing, "num_test": len(dataset.test),
                   "test_split": config.data.test_split},

@@ -17,16 +17,19 @@ from vae_jax import likelihoods
 from vae_jax import models
 
 
+def decoded_mean(model: models.VAE, params: dict, z: jax.Array) -> jax.Array:
+  """E[x|z] in [0, 1], the image every picture shows for a code z."""
+  loc, _ = models.decode(model, params, z)
+  return likelihoods.mean(model.likelihood, loc)
+
+
 def reconstruct(model: models.VAE, params: dict, x: jax.Array) -> jax.Array:
   mean, _ = models.encode(model, params, x)
-  loc, _ = models.decode(model, params, mean)
-  return likelihoods.mean(model.likelihood, loc)
+  return decoded_mean(model, params, mean)
 
 
 def sample_prior(model: models.VAE, params: dict, rng: jax.Array, num: int) -> jax.Array:
-  z = jax.random.normal(rng, (num, model.latent_dim))
-  loc, _ = models.decode(model, params, z)
-  return likelihoods.mean(model.likelihood, loc)
+  return decoded_mean(model, params, jax.random.normal(rng, (num, model.latent_dim)))
 
 
 def grid(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:

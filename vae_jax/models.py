@@ -27,7 +27,8 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
     "leaky_relu": nn.leaky_relu,
 }
-ARCHITECTURES = ("mlp", "conv")
+ENCODERS = ("mlp", "conv")
+DECODERS = ("mlp", "conv")
 
 
 def _conv_channels(width: int, depth: int) -> list[int]:

@@ -150,8 +150,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail("data.fallback", fallback,
           f"use '' (no fallback) or one of {', '.join(datasets.EMBEDDED_DATASETS)}")
 
-  encoder = _choice(config, "model.encoder", models.ARCHITECTURES)
-  decoder = _choice(config, "model.decoder", models.ARCHITECTURES)
+  encoder = _choice(config, "model.encoder", models.ENCODERS)
+  decoder = _choice(config, "model.decoder", models.DECODERS)
   _number(config, "model.latent_dim", minimum=1, integer=True)
   _number(config, "model.width", minimum=1, integer=True)
   depth = _number(config, "model.depth", minimum=0, integer=True)
