@@ -23,6 +23,20 @@ def decoded_mean(model: models.VAE, params: dict, z: jax.Array) -> jax.Array:
   return likelihoods.mean(model.likelihood, loc)
 
 
+def sample_observation(model: models.VAE, params: dict, z: jax.Array,
+                       rng: jax.Array) -> jax.Array:
+  """x ~ p(x|z) in [0, 1]: binary pixels, or the mean plus per-pixel Gaussian noise.
+
+  What the model actually generates; the mean E[x|z] hides the noise (and, for a
+  Gaussian, the blur it is averaging over).
+  """
+  loc, log_scale = models.decode(model, params, z)
+  if model.likelihood == "bernoulli":
+    return jax.random.bernoulli(rng, jax.nn.sigmoid(loc)).astype(jnp.float32)
+  noise = jax.random.normal(rng, loc.shape) * jnp.exp(log_scale)
+  return jnp.clip(loc + noise, 0.0, 1.0)
+
+
 def reconstruct(model: models.VAE, params: dict, x: jax.Array) -> jax.Array:
   mean, _ = models.encode(model, params, x)
   return decoded_mean(model, params, mean)

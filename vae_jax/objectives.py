@@ -51,16 +51,20 @@ def elbo_terms(mean: jax.Array, logvar: jax.Array,
           "kl_per_dim": kl_per_dim}
 
 
+def log_likelihood_fn(model: models.VAE, params: dict,
+                      x: jax.Array) -> Callable[[jax.Array], jax.Array]:
+  """z [B, latent_dim] -> log p(x|z) [B] in nats, for the images x [B, H, W, C]."""
+  def log_likelihood(z):
+    loc, log_scale = models.decode(model, params, z)
+    return likelihoods.log_prob(model.likelihood, x, loc, log_scale)
+  return log_likelihood
+
+
 def vae_terms(model: models.VAE, params: dict, x: jax.Array, keys: jax.Array,
               kl_estimator: str = "analytic") -> Terms:
   """``elbo_terms`` for a VAE on images x [B, H, W, C], plus q's mean and logvar."""
   mean, logvar = models.encode(model, params, x)
-
-  def log_likelihood(z):
-    loc, log_scale = models.decode(model, params, z)
-    return likelihoods.log_prob(model.likelihood, x, loc, log_scale)
-
-  terms = elbo_terms(mean, logvar, log_likelihood, keys, kl_estimator)
+  terms = elbo_terms(mean, logvar, log_likelihood_fn(model, params, x), keys, kl_estimator)
   terms["posterior_mean"], terms["posterior_logvar"] = mean, logvar
   if likelihoods.is_continuous(model.likelihood):
     terms["bits_per_dim"] = likelihoods.bits_per_dim(
