@@ -73,6 +73,12 @@ def save_png(path: str, image: np.ndarray) -> None:
   Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path)
 
 
+def load_png(path: str) -> np.ndarray:
+  """A PNG as a uint8 [H, W, C] array, the inverse of ``save_png``."""
+  image = np.asarray(Image.open(path))
+  return image[..., None] if image.ndim == 2 else image
+
+
 def model_pictures(model: models.VAE, params: dict, test_inputs: np.ndarray,
                    num_samples: int, seed: int, columns: int = 8) -> dict[str, np.ndarray]:
   """{'reconstructions': grid, 'samples': grid} as uint8 arrays (empty ones omitted)."""
