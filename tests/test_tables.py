@@ -234,3 +234,64 @@ def test_runs_scored_without_iwae_have_no_nll_column(tmp_path):
   md = tables.to_markdown(ab)
   assert "NLL not evaluated (k = 0)" in md and "| NLL" not in md
   assert "nll_mean" not in tables.to_csv(ab)
+
+
+def _likelihood_sweep(root, odd=None):
+  """A sweep over model.likelihood: Bernoulli on binarized pixels, Gaussians on dequantized
+  ones (so preprocessing and unit differ by row, as they must); ``odd`` member gets 'dynamic'."""
+  rng = np.random.default_rng(0)
+  members, written = [], {}
+  for likelihood in ("gaussian_learned", "bernoulli"):
+    for seed in (0, 1):
+      name = f"model.likelihood={likelihood},seed={seed}"
+      members.append({"index": len(members), "name": name,
+                      "overrides": {"model.likelihood": likelihood, "seed": seed}})
+      results = _results(rng, seed)
+      if likelihood != "bernoulli" and name != odd:
+        results["dataset"]["preprocessing"] = "dequantize"
+        results["unit"] = "nats per example (bits_per_dim: bits per dimension)"
+        results["test"].update(bits_per_dim=rng.uniform(1, 2), nll_bits_per_dim=rng.uniform(1, 2))
+      written[name] = results
+      _write(os.path.join(root, name, "results.json"), results)
+  _write(os.path.join(root, "sweep.json"), {"config": "configs/studies/likelihood.py",
+                                            "extra_overrides": [], "members": members})
+  return written
+
+
+def test_a_likelihood_sweep_shows_each_rows_pixels_and_bits_per_dim(tmp_path):
+  root = str(tmp_path / "sweep")
+  written = _likelihood_sweep(root)
+  ab = tables.summarize(root)
+  assert ab.swept == ("model.likelihood",) and ab.varying == ("dataset.preprocessing", "unit")
+  assert [r.setting["model.likelihood"] for r in ab.rows] == ["bernoulli", "gaussian_learned"]
+  assert [r.protocol["dataset.preprocessing"] for r in ab.rows] == ["binary", "dequantize"]
+  assert "bits_per_dim" not in ab.rows[0].stats
+  learned = [written[f"model.likelihood=gaussian_learned,seed={s}"]["test"] for s in (0, 1)]
+  assert ab.rows[1].stats["nll_bits_per_dim"].mean == pytest.approx(
+      np.mean([t["nll_bits_per_dim"] for t in learned]), rel=1e-12)
+  md = tables.to_markdown(ab)
+  assert "| likelihood | pixels | unit | n |" in md and "NLL bits/dim (IWAE, k=5000)" in md
+  assert "pixels by row" in md and "units by row" in md and "not comparable" in md
+  bernoulli = md.split("\n")[4]
+  assert bernoulli.startswith("| bernoulli | binary | nats per example | 2 |")
+  assert bernoulli.endswith("| — | — |")  # no bits/dim for binary data
+  with open(os.path.join(tables.write_tables(ab)[1]), encoding="utf-8") as f:
+    parsed = list(csv.DictReader(f))
+  assert [line["dataset.preprocessing"] for line in parsed] == ["binary", "dequantize"]
+  assert "\\begin{tabular}" in tables.to_latex(ab)
+
+
+def test_pixels_must_still_agree_within_a_likelihood_and_elsewhere(tmp_path):
+  odd = "model.likelihood=gaussian_learned,seed=1"
+  _likelihood_sweep(str(tmp_path / "within"), odd=odd)
+  with pytest.raises(tables.MixedResultsError, match="dataset.preprocessing differs: .* in "
+                                                     + odd.replace(".", r"\.")):
+    tables.summarize(str(tmp_path / "within"))
+  root = str(tmp_path / "beta")  # a sweep that does not decide the pixels may not mix them
+  _sweep(root, "objective.beta", (1.0, 2.0))
+  path = os.path.join(root, "objective.beta=2.0,seed=0", "results.json")
+  results = json.load(open(path, encoding="utf-8"))
+  results["dataset"]["preprocessing"] = "dynamic"
+  _write(path, results)
+  with pytest.raises(tables.MixedResultsError, match="dataset.preprocessing differs"):
+    tables.summarize(root)

@@ -7,7 +7,9 @@ does shuffling, binarization and batching there.
 Offline is first-class: a user's own copies of the official files are handed to
 TFDS as ``DownloadConfig(manual_dir=...)`` (checksum-checked by TFDS), and when a
 dataset is neither prepared nor obtainable, ``DatasetUnavailableError`` is raised
-within seconds (TFDS would otherwise retry downloads for minutes).
+within seconds (TFDS would otherwise retry downloads for minutes). MNIST and
+Fashion-MNIST are read straight from their four IDX files when manual_dir holds
+them (idx.py): recompressed copies, which TFDS's checksums reject, work too.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
+from vae_jax import idx
+
 # name -> whether its pixels are already binary ({0, 1}).
 TFDS_DATASETS = {"binarized_mnist": True, "mnist": False, "fashion_mnist": False,
                  "cifar10": False}
 EMBEDDED_DATASETS = {"mnist_5k": False, "digits": False, "squares": True}
 DATASETS = tuple(TFDS_DATASETS) + tuple(EMBEDDED_DATASETS)
 FALLBACK_DATASET = "mnist_5k"
+# Read from the four MNIST-format IDX files when config.data.manual_dir holds them.
+IDX_DATASETS = ("mnist", "fashion_mnist")
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -65,6 +71,11 @@ def load(name: str, *, train_split: str = "train", test_split: str = "test",
     return _EMBEDDED_LOADERS[name]()
   if name not in TFDS_DATASETS:
     raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
+  if name in IDX_DATASETS and manual_dir is not None:
+    directory = os.path.abspath(os.path.expanduser(manual_dir))
+    files = idx.find_files(directory) if os.path.isdir(directory) else None
+    if files is not None:  # the four IDX files, read as they are (no TFDS, no checksums)
+      return _load_idx(name, directory, files, train_split, test_split)
   return _load_tfds(name, train_split, test_split, data_dir, manual_dir)
 
 
@@ -162,6 +173,23 @@ def _check_obtainable(name: str, data_dir: str, manual_dir: Optional[str]) -> No
       f"({', '.join(files)}) in a folder and pass --config.data.manual_dir=FOLDER; or run "
       f"once with network access (TFDS downloads and caches it); or train on embedded "
       f"data with --config.data.name=mnist_5k (or digits).")
+
+
+# ----------------------------------------------------------------------------- IDX files
+
+
+def _load_idx(name: str, directory: str, files: dict, train_split: str,
+              test_split: str) -> Dataset:
+  """The MNIST-format files in ``manual_dir``, whatever their compression (see idx.py)."""
+  for field, split in (("train_split", train_split), ("test_split", test_split)):
+    if split not in idx.SPLITS:
+      raise idx.IdxError(f"config.data.{field}={split!r}: the IDX files in {directory} hold "
+                         f"only the splits {', '.join(map(repr, idx.SPLITS))}.")
+  arrays = {s: idx.read_split(files[(s, "images")], files[(s, "labels")]) for s in idx.SPLITS}
+  logging.info("Read %s from the IDX files in %s.", name, directory)
+  return Dataset(name=name, train=arrays[train_split][0], test=arrays[test_split][0],
+                 binary=TFDS_DATASETS[name], source=idx.describe(directory, files),
+                 train_labels=arrays[train_split][1], test_labels=arrays[test_split][1])
 
 
 # ------------------------------------------------------------------ embedded and synthetic

@@ -38,8 +38,16 @@ SEED_FIELD = "seed"
 PROTOCOL = ("dataset.used", "dataset.preprocessing", "dataset.test_split", "dataset.num_test",
             "test.num_importance_samples", "eval_seed", "steps", "batch_size", "unit")
 # Headers researchers expect for common swept fields; other fields keep their path.
-FIELD_NAMES = {"objective.beta": "β", "model.latent_dim": "latent dim"}
-LATEX_FIELD_NAMES = {"objective.beta": r"$\beta$", "model.latent_dim": "latent dim"}
+FIELD_NAMES = {"objective.beta": "β", "model.latent_dim": "latent dim",
+               "model.likelihood": "likelihood", "model.gaussian_scale": "σ"}
+LATEX_FIELD_NAMES = {"objective.beta": r"$\beta$", "model.latent_dim": "latent dim",
+                     "model.likelihood": "likelihood", "model.gaussian_scale": r"$\sigma$"}
+# Protocol fields that a swept field decides, so they may differ between rows (never
+# within one): the likelihood decides whether the pixels are binarized or dequantized,
+# and so the unit. Such rows model different data; a column shows each row's value.
+BY_SETTING = {"model.likelihood": ("dataset.preprocessing", "unit"),
+              "data.preprocessing": ("dataset.preprocessing", "unit")}
+PROTOCOL_NAMES = {"dataset.preprocessing": "pixels", "unit": "unit"}
 # (key in results["test"], Markdown header, LaTeX header, number format); a column
 # is shown when some finished run reports the key (NLL is absent when k = 0).
 METRICS = (("neg_elbo", "test −ELBO", r"test $-$ELBO", ".2f"),
@@ -125,6 +133,7 @@ class Row:
   members: tuple[str, ...]
   seeds: tuple[Any, ...]
   stats: dict[str, Stat]
+  protocol: dict[str, Any] = dataclasses.field(default_factory=dict)  # fields of `varying`
 
   @property
   def n(self) -> int:
@@ -142,6 +151,7 @@ class Ablation:
   members: tuple[Member, ...]
   protocol: dict[str, Any]
   epochs: tuple[float, ...]
+  varying: tuple[str, ...] = ()  # protocol fields that differ by row (see BY_SETTING)
 
   def with_status(self, status: str) -> list[Member]:
     return [m for m in self.members if m.status == status]
@@ -199,19 +209,31 @@ def format_value(value: Any) -> str:
   return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def check_protocol(done: Sequence[Member]) -> dict[str, Any]:
-  """The PROTOCOL values the finished members share; MixedResultsError names any that differ."""
+def check_protocol(done: Sequence[Member], by_setting: Sequence[str] = ()) -> dict[str, Any]:
+  """The PROTOCOL values the finished members share; MixedResultsError names any that differ.
+
+  Fields in ``by_setting`` need only agree within each setting; those that differ
+  between settings are left out of the returned dict.
+  """
   problems, shared = [], {}
   for field in PROTOCOL:
-    holders: dict[str, list[str]] = {}
+    groups: dict[str, list[Member]] = {}
     for m in done:
-      holders.setdefault(json.dumps(_lookup(m.results, field)), []).append(m.name)
-    if len(holders) > 1:
-      parts = [f"{format_value(json.loads(v))} in {', '.join(names[:4])}"
-               + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-               for v, names in holders.items()]
-      problems.append(f"{field} differs: " + "; ".join(parts))
-    shared[field] = json.loads(next(iter(holders)))
+      key = json.dumps(m.setting, sort_keys=True) if field in by_setting else ""
+      groups.setdefault(key, []).append(m)
+    values = set()
+    for group in groups.values():
+      holders: dict[str, list[str]] = {}
+      for m in group:
+        holders.setdefault(json.dumps(_lookup(m.results, field)), []).append(m.name)
+      if len(holders) > 1:
+        parts = [f"{format_value(json.loads(v))} in {', '.join(names[:4])}"
+                 + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+                 for v, names in holders.items()]
+        problems.append(f"{field} differs: " + "; ".join(parts))
+      values |= set(holders)
+    if len(values) == 1:
+      shared[field] = json.loads(values.pop())
   if problems:
     raise MixedResultsError("refusing to pool runs trained or scored differently:\n  "
                             + "\n  ".join(problems))
@@ -240,8 +262,9 @@ def summarize(workdir: str) -> Ablation:
     raise TableError(f"no member of the sweep in {workdir} has finished ({len(members)} members:"
                      f" {counts['failed']} failed, {counts['missing']} missing); nothing to "
                      "tabulate")
-  protocol = check_protocol(done)
   swept = tuple(dict.fromkeys(f for m in members for f in m.setting))
+  protocol = check_protocol(done, [f for s in swept for f in BY_SETTING.get(s, ())])
+  varying = tuple(f for f in PROTOCOL if f not in protocol)
   groups: dict[str, list[Member]] = {}
   for m in done:
     groups.setdefault(json.dumps([m.setting.get(f) for f in swept]), []).append(m)
@@ -256,11 +279,12 @@ def summarize(workdir: str) -> Ablation:
       if values:
         stats[key] = _stat(values)
     rows.append(Row({f: group[0].setting.get(f) for f in swept}, tuple(m.name for m in group),
-                    tuple(m.seed for m in group), stats))
+                    tuple(m.seed for m in group), stats,
+                    {f: _lookup(group[0].results, f) for f in varying}))
   rows.sort(key=lambda r: [_sort_key(r.setting[f]) for f in swept])
   epochs = tuple(sorted({m.results["epochs"] for m in done if m.results.get("epochs") is not None}))
   return Ablation(workdir, str(sweep.get("config", "")), swept, metrics, tuple(rows),
-                  tuple(members), protocol, epochs)
+                  tuple(members), protocol, epochs, varying)
 
 
 def summary_line(ab: Ablation) -> str:
@@ -271,7 +295,8 @@ def summary_line(ab: Ablation) -> str:
   ns = sorted({r.n for r in ab.rows})
   seeds = sorted({str(s) for r in ab.rows for s in r.seeds}, key=_sort_key)
   n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
-  return (f"{p['dataset.used']} ({p['dataset.preprocessing']}, {p['dataset.test_split']} split, "
+  pixels = p.get("dataset.preprocessing", "pixels by row")
+  return (f"{p['dataset.used']} ({pixels}, {p['dataset.test_split']} split, "
           f"{p['dataset.num_test']} examples), {p['steps']} steps ({epochs} "
           f"epoch{'' if epochs == '1' else 's'}), "
           f"{n} seed{'s' if ns[-1] > 1 else ''} per setting (seeds {', '.join(seeds)})")
@@ -281,12 +306,16 @@ def caption(ab: Ablation) -> str:
   k = ab.num_importance_samples
   nll = f"NLL: IWAE bound with k = {k}" if k else "NLL not evaluated (k = 0)"
   return (f"Ablation of {ab.config or 'the sweep'}: {summary_line(ab)}; {nll}; "
-          f"{ab.protocol['unit']}, mean ± std over seeds.")
+          f"{ab.protocol.get('unit', 'units by row')}, mean ± std over seeds.")
 
 
 def notes(ab: Ablation) -> list[str]:
   """Lines to print under the table: single-seed rows, failed and missing members."""
   out = []
+  if ab.varying:
+    out.append(f"Rows differ in {', '.join(ab.varying)} (set by the swept "
+               f"{', '.join(f for f in ab.swept if f in BY_SETTING)}): they model different "
+               "data, so their likelihoods are not comparable across kinds.")
   if any(r.n == 1 for r in ab.rows):
     out.append("Rows with n = 1 show a single seed's value (no std).")
   failed, missing = ab.failed, ab.missing
@@ -302,6 +331,7 @@ def notes(ab: Ablation) -> list[str]:
 def _headers(ab: Ablation, latex: bool) -> list[str]:
   names = LATEX_FIELD_NAMES if latex else FIELD_NAMES
   fields = [names.get(f, rf"\texttt{{{_tex(f)}}}" if latex else f) for f in ab.swept]
+  fields += [PROTOCOL_NAMES.get(f, f) for f in ab.varying]
   k = ab.num_importance_samples
   metric = {key: (tex if latex else md) for key, md, tex, _ in METRICS}
   for key in ("nll", "nll_bits_per_dim"):
@@ -312,6 +342,7 @@ def _headers(ab: Ablation, latex: bool) -> list[str]:
 def _cells(ab: Ablation, row: Row, pm: str) -> list[str]:
   fmt = {key: f for key, *_, f in METRICS}
   cells = ["—" if row.setting[f] is None else format_value(row.setting[f]) for f in ab.swept]
+  cells += [format_value(row.protocol.get(f)) for f in ab.varying]
   cells.append(str(row.n))
   for key in ab.metrics:
     s = row.stats.get(key)
@@ -348,10 +379,11 @@ def to_csv(ab: Ablation) -> str:
   """One row per setting; swept fields by path, then n, seeds, KEY_mean and KEY_std columns."""
   out = io.StringIO()
   writer = csv.writer(out, lineterminator="\n")
-  writer.writerow(list(ab.swept) + ["n", "seeds"]
+  writer.writerow(list(ab.swept) + list(ab.varying) + ["n", "seeds"]
                   + [f"{key}_{s}" for key in ab.metrics for s in ("mean", "std")])
   for r in ab.rows:
     values = [r.setting[f] if r.setting[f] is not None else "" for f in ab.swept]
+    values += [r.protocol.get(f, "") for f in ab.varying]
     values += [r.n, " ".join(str(s) for s in r.seeds)]
     for key in ab.metrics:
       s = r.stats.get(key)

@@ -20,6 +20,7 @@ from absl import logging
 from vae_jax import checkpoints
 from vae_jax import datasets
 from vae_jax import evaluation
+from vae_jax import idx
 from vae_jax import images
 from vae_jax import metrics as metrics_lib
 from vae_jax import models
@@ -32,7 +33,7 @@ from vae_jax import workdir as workdir_lib
 
 # Errors that explain themselves: entry points print them without a traceback.
 USER_ERRORS = (validation.ConfigError, workdir_lib.WorkdirError,
-               datasets.DatasetUnavailableError, training.NonFiniteError,
+               datasets.DatasetUnavailableError, idx.IdxError, training.NonFiniteError,
                checkpoints.CheckpointError)
 
 
