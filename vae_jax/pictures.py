@@ -34,6 +34,7 @@ from vae_jax import evaluation
 from vae_jax import images
 from vae_jax import latent_pictures as lp
 from vae_jax import models
+from vae_jax import sweeps
 from vae_jax import tables
 from vae_jax import validation
 from vae_jax import workdir as workdir_lib
@@ -209,25 +210,31 @@ def comparison(named: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
 
 def pictures_of_sweep(sweep_dir: str, spec: PictureSpec = PictureSpec(),
                       borrow_labels: Optional[str] = None) -> str:
-  """Pictures of every finished member (made once) and DIR/pictures/comparison.png."""
+  """DIR/pictures/comparison.png: one row per setting, from its first finished seed.
+
+  Each member shown gets its own pictures too (made once, reused after).
+  """
   path = os.path.join(sweep_dir, PICTURES_DIR, "comparison.png")
   if os.path.exists(path):
     raise workdir_lib.WorkdirError(f"{path} exists. Move it away to remake it.")
   _, members = tables.read_sweep(sweep_dir)
-  named = {}
+  shown = {}
   for member in members:
     if member.status != "done":
       logging.warning("Sweep member %s is %s: not pictured.", member.name, member.status)
       continue
+    shown.setdefault(sweeps.member_name(member.setting) or member.name, member)
+  named = {}
+  for label, member in shown.items():
     run = checkpoint_eval.load_run(os.path.join(sweep_dir, member.name))
     directory = output_dir(run.workdir, run.step)
     if os.path.exists(directory):
       logging.info("Reusing the pictures in %s.", directory)
-      named[member.name] = {k: images.load_png(os.path.join(directory, f"{k}.png"))
-                            for k in COMPARED
-                            if os.path.exists(os.path.join(directory, f"{k}.png"))}
+      named[label] = {k: images.load_png(os.path.join(directory, f"{k}.png"))
+                       for k in COMPARED
+                       if os.path.exists(os.path.join(directory, f"{k}.png"))}
       continue
-    _, named[member.name] = pictures_of_run(run, spec, borrow_labels)
+    _, named[label] = pictures_of_run(run, spec, borrow_labels)
   if not named:
     raise workdir_lib.WorkdirError(f"No finished member in {sweep_dir} to picture.")
   os.makedirs(os.path.dirname(path), exist_ok=True)
