@@ -27,7 +27,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
     "leaky_relu": nn.leaky_relu,
 }
-ENCODERS = ("mlp", "conv")
+ENCODERS = ("mlp", "conv", "global")  # "global": one q(z) for every x (no amortization)
 DECODERS = ("mlp", "conv")
 
 
@@ -41,6 +41,8 @@ class Encoder(nn.Module):
 
   "mlp": ``depth`` dense layers of ``width`` units. "conv": ``depth`` stride-2
   4x4 convolutions with width, 2*width, ... channels, each halving the image.
+  "global": x is ignored; (mean, logvar) are two free vectors shared by the
+  whole dataset, q(z|x) = q(z), the baseline that shows why q must depend on x.
   """
   latent_dim: int
   architecture: str
@@ -50,6 +52,11 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    if self.architecture == "global":  # started off the prior, as an untrained encoder is
+      mean = self.param("mean", nn.initializers.normal(1.0), (self.latent_dim,))
+      logvar = self.param("logvar", nn.initializers.zeros, (self.latent_dim,))
+      batch = (x.shape[0], self.latent_dim)
+      return jnp.broadcast_to(mean, batch), jnp.broadcast_to(logvar, batch)
     act = ACTIVATIONS[self.activation]
     h = x
     if self.architecture == "mlp":
