@@ -30,11 +30,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   distributed.initialize()  # joins a pod slice's job, if any; before any other JAX use
-  step = _STEP.value
-  if step not in (None, "best"):
-    if not step.isdigit():
-      raise app.UsageError(f"--step={step}: use a checkpoint step number or 'best'.")
-    step = int(step)
+  try:
+    step = checkpoint_eval.parse_step(_STEP.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   try:
     record = checkpoint_eval.evaluate_checkpoint(
         _WORKDIR.value, step=step, num_importance_samples=_K.value)

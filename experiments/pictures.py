@@ -34,11 +34,10 @@ _OUTPUT = flags.DEFINE_string("output_dir", None,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  step = _STEP.value
-  if step not in (None, "best"):
-    if not step.isdigit():
-      raise app.UsageError(f"--step={step}: use a checkpoint step number or 'best'.")
-    step = int(step)
+  try:
+    step = checkpoint_eval.parse_step(_STEP.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   try:
     if pictures.is_sweep(_WORKDIR.value):
       if step is not None or _OUTPUT.value:

@@ -56,6 +56,15 @@ class Run:
   preprocessing: str
 
 
+def parse_step(flag: Optional[str]) -> Union[int, str, None]:
+  """A --step flag's value: None (the latest), 'best', or a step number."""
+  if flag in (None, "best"):
+    return flag
+  if not flag.isdigit():
+    raise ValueError(f"--step={flag}: use a checkpoint step number or 'best'.")
+  return int(flag)
+
+
 def load_run(workdir: str, step: Union[int, str, None] = None) -> Run:
   """Restores checkpoint ``step`` of the run in ``workdir`` (read-only for the run).
 
