@@ -7,6 +7,8 @@ which -ELBO = R + D is constant along lines of slope -1. Active units show how
 much of the latent space a β or a latent dim actually uses: at most latent_dim
 units can be active, and posterior collapse shows as few. Each point is the
 mean over seeds with ±1 sample-std error bars (none when one seed finished).
+Any sweep whose runs logged several test evaluations also gets its training
+curves (active units, rate, NLL over steps: how collapse unfolds, or does not).
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no display,
 no global backend state) and written to DIR/plots/, a generated folder.
@@ -146,6 +148,83 @@ def plot_nll_vs_latent_dim(ab: tables.Ablation, path: str) -> None:
   _save(fig, path)
 
 
+# Panels of the training curves: (metrics.jsonl key, y label); the last panel shows the
+# IWAE NLL when the periodic evaluations estimated it, else -ELBO.
+CURVE_PANELS = (("test/active_units", "active units"), ("test/rate", "rate KL (nats)"))
+METRICS_FILE = "metrics.jsonl"
+
+
+def _test_records(ab: tables.Ablation, name: str) -> dict[int, dict]:
+  """{step: record} of a finished member's test evaluations ({} without metrics.jsonl)."""
+  path = os.path.join(ab.workdir, name, METRICS_FILE)
+  if not os.path.exists(path):
+    return {}
+  from vae_jax import metrics  # pylint: disable=g-import-not-at-top  (clu: heavy, only here)
+  return {step: r for step, r in sorted(metrics.read_jsonl(path).items()) if "test/rate" in r}
+
+
+def training_curves(ab: tables.Ablation) -> dict[str, dict[str, dict[int, list[float]]]]:
+  """{setting label: {key: {step: [one value per seed]}}} from the finished members' metrics."""
+  curves = {}
+  for row in ab.rows:
+    label = ", ".join(_label(f, row.setting[f]) for f in ab.swept) or "all runs"
+    per_key: dict[str, dict[int, list[float]]] = {}
+    for name in row.members:
+      for step, record in _test_records(ab, name).items():
+        for key, value in record.items():
+          if key.startswith("test/") and isinstance(value, (int, float)):
+            per_key.setdefault(key, {}).setdefault(step, []).append(float(value))
+    if per_key:
+      curves[label] = per_key
+  return curves
+
+
+def has_training_curves(ab: tables.Ablation) -> bool:
+  """Whether some finished member logged at least two test evaluations."""
+  return any(len(_test_records(ab, m.name)) >= 2 for m in ab.with_status("done"))
+
+
+def plot_training_curves(ab: tables.Ablation, path: str) -> None:
+  """Active units, rate and NLL (or -ELBO) at each test evaluation, mean over seeds.
+
+  A point is drawn only at steps every seed of the setting evaluated. The final
+  evaluation usually uses more importance samples than the periodic ones; its NLL
+  is then a separate marker, not joined to a curve of a looser bound.
+  """
+  curves = training_curves(ab)
+  nll = all(len(c.get("test/nll", {})) >= 2 for c in curves.values())
+  panels = CURVE_PANELS + ((("test/nll", "test NLL (IWAE, nats)") if nll else
+                            ("test/neg_elbo", "test −ELBO (nats)")),)
+  fig = Figure(figsize=(13, 4.2), layout="constrained")
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, len(panels))
+  fig.suptitle("\n".join(["Test metrics during training (mean over seeds)"]
+                         + textwrap.wrap(tables.summary_line(ab), 150)), fontsize=9)
+  for i, (label, per_key) in enumerate(curves.items()):
+    n = max(len(v) for v in per_key["test/rate"].values())
+    ks = per_key.get("test/num_importance_samples", {})
+    for ax, (key, ylabel) in zip(axes, panels):
+      points = sorted((s, np.mean(v)) for s, v in per_key.get(key, {}).items() if len(v) == n)
+      final = []
+      if key == "test/nll" and ks:  # split off the points scored with another k
+        k_train = max({k for v in ks.values() for k in v}, key=lambda k: sum(
+            k in v for v in ks.values()))
+        final = [(s, y) for s, y in points if k_train not in ks.get(s, [k_train])]
+        points = [(s, y) for s, y in points if (s, y) not in final]
+        if final:
+          k_final = sorted({k for s, _ in final for k in ks[s]})
+          ylabel = (f"test NLL (IWAE k={k_train:g}; ★ k={'/'.join(f'{k:g}' for k in k_final)})")
+      if points:
+        ax.plot(*zip(*points), "o-", ms=3, color=f"C{i}", label=label)
+      if final:
+        ax.plot(*zip(*final), "*", ms=10, color=f"C{i}")
+      ax.set_xlabel("training step")
+      ax.set_ylabel(ylabel)
+      ax.grid(True, alpha=0.3)
+  axes[0].legend(fontsize=7)
+  _save(fig, path)
+
+
 def write_plots(ab: tables.Ablation, out_dir: Optional[str] = None) -> list[str]:
   """The plots the swept fields call for, as PNGs in DIR/plots; returns their paths."""
   out_dir = out_dir or os.path.join(ab.workdir, tables.PLOTS_DIR)
@@ -156,6 +235,8 @@ def write_plots(ab: tables.Ablation, out_dir: Optional[str] = None) -> list[str]
   if LATENT_DIM in ab.swept:
     jobs += [("nll_vs_latent_dim.png", plot_nll_vs_latent_dim),
              ("active_units_vs_latent_dim.png", lambda a, p: plot_active_units(a, LATENT_DIM, p))]
+  if has_training_curves(ab):
+    jobs.append(("training_curves.png", plot_training_curves))
   if jobs:
     os.makedirs(out_dir, exist_ok=True)
   paths = []
