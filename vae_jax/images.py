@@ -17,8 +17,18 @@ from vae_jax import likelihoods
 from vae_jax import models
 
 
-def decoded_mean(model: models.VAE, params: dict, z: jax.Array) -> jax.Array:
-  """E[x|z] in [0, 1], the image every picture shows for a code z."""
+def decoded_mean(model: models.VAE, params: dict, z: jax.Array,
+                 rng: jax.Array | None = None) -> jax.Array:
+  """E[x|z] in [0, 1], the image every picture shows for a code z.
+
+  For the autoregressive decoder E[x|z] is intractable (each pixel's mean
+  depends on the pixels before it); it shows instead p(x_i = 1 | x_<i, z)
+  along one ancestral sample x ~ p(x|z), drawn with ``rng`` (default: key 0,
+  so pictures are reproducible).
+  """
+  if model.decoder == "autoregressive":
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    return models.sample_autoregressive(model, params, z, rng)[1]
   loc, _ = models.decode(model, params, z)
   return likelihoods.mean(model.likelihood, loc)
 
@@ -28,8 +38,11 @@ def sample_observation(model: models.VAE, params: dict, z: jax.Array,
   """x ~ p(x|z) in [0, 1]: binary pixels, or the mean plus per-pixel Gaussian noise.
 
   What the model actually generates; the mean E[x|z] hides the noise (and, for a
-  Gaussian, the blur it is averaging over).
+  Gaussian, the blur it is averaging over). The autoregressive decoder draws
+  its pixels one by one (ancestral sampling).
   """
+  if model.decoder == "autoregressive":
+    return models.sample_autoregressive(model, params, z, rng)[0]
   loc, log_scale = models.decode(model, params, z)
   if model.likelihood == "bernoulli":
     return jax.random.bernoulli(rng, jax.nn.sigmoid(loc)).astype(jnp.float32)

@@ -60,6 +60,9 @@ def vae_iwae_log_px(model: models.VAE, params: dict, x: jax.Array, mean: jax.Arr
   """``iwae_log_px`` for a VAE on images x [B, H, W, C] with q(z|x) = N(mean, exp(logvar))."""
 
   def log_likelihood(z):
+    if model.decoder == "autoregressive":  # z [B, c, d] and x [B, 1, ...] broadcast inside
+      loc, _ = models.decode(model, params, z, x[:, None])
+      return likelihoods.log_prob(model.likelihood, x[:, None], loc, None)
     batch, samples, latent = z.shape
     loc, log_scale = models.decode(model, params, z.reshape(batch * samples, latent))
     unflat = lambda a: None if a is None else a.reshape((batch, samples, *a.shape[1:]))

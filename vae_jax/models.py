@@ -2,7 +2,8 @@
 
 The encoder maps an image batch [B, H, W, C] in [0, 1] to the mean and
 log-variance of a diagonal Gaussian q(z|x); the decoder maps z [B, latent_dim]
-to the location of p(x|z) (and its log-scale for the Gaussian likelihoods).
+to the location of p(x|z) (and its log-scale for the Gaussian likelihoods);
+the autoregressive decoder also reads x itself (teacher forcing).
 ``VAE`` holds one of each so that params are ``{'enc': ..., 'dec': ...}`` (plus
 ``log_scale`` for a learned Gaussian scale);
 ``encode``/``decode`` are the pure functions the objectives call.
@@ -10,6 +11,7 @@ to the location of p(x|z) (and its log-scale for the Gaussian likelihoods).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Optional, Sequence
 
@@ -17,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -28,7 +31,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "leaky_relu": nn.leaky_relu,
 }
 ENCODERS = ("mlp", "conv", "global")  # "global": one q(z) for every x (no amortization)
-DECODERS = ("mlp", "conv")
+DECODERS = ("mlp", "conv", "autoregressive")
 
 
 def _conv_channels(width: int, depth: int) -> list[int]:
@@ -104,6 +107,134 @@ class Decoder(nn.Module):
     return nn.Conv(channels, (3, 3), padding="SAME", name="out")(h)
 
 
+@functools.lru_cache(maxsize=None)
+def made_masks(num_pixels: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+  """MADE masks (Germain et al. 2015) for raster order: ([D, width], [width, D]).
+
+  Hidden unit k has degree m_k in 1..D-1, spread evenly; it sees pixels 1..m_k
+  and feeds the logits of pixels m_k+1..D, so logit i depends on x_<i only.
+  """
+  degrees = 1 + (np.arange(width) * max(num_pixels - 1, 1)) // width
+  pixels = np.arange(1, num_pixels + 1)
+  mask_in = (degrees[None, :] >= pixels[:, None]).astype(np.float32)
+  mask_out = (pixels[None, :] > degrees[:, None]).astype(np.float32)
+  return mask_in, mask_out
+
+
+def causal_offsets(radius: int) -> list[tuple[int, int]]:
+  """(row, column) offsets of the pixels before (0, 0) in a (radius+1) x (2 radius+1) window."""
+  return [(dr, dc) for dr in range(-radius, 1) for dc in range(-radius, radius + 1)
+          if dr < 0 or dc < 0]
+
+
+class AutoregressiveDecoder(nn.Module):
+  """(z, x) -> Bernoulli logits of p(x|z) = prod_i p(x_i | x_<i, z), pixels in raster order.
+
+  A decoder strong enough to model the digits without z, to study posterior
+  collapse. With t = ``depth`` dense layers of z (the mlp decoder's trunk), the
+  logit of pixel i sums four parts:
+    MADE    one masked hidden layer of ``width`` units (Germain et al. 2015), fed
+            x_<i and t: sum_{k: m_k < i} U_ki act(W_x x + W_t t + b)_k;
+    direct  a linear function of every earlier pixel (an FVSBN), sum_{j<i} A_ji x_j;
+    local   a small PixelCNN layer: ``channels`` features of the 24 pixels before
+            i in a 4 x 7 window (3 rows above, 3 columns either side), shared by
+            all positions, act(P_i x @ W_loc + b) . u;
+    z       V t + c, the mlp decoder's output layer.
+  Only the MADE and z parts see z; the direct and local parts are computed once
+  per image. Scoring needs the image (teacher forcing); leading axes of z and x
+  broadcast, so IWAE scores k codes of an example against one copy of x.
+  """
+  image_shape: Sequence[int]
+  width: int
+  depth: int
+  activation: str
+  radius: int = 3
+  channels: int = 64
+
+  def setup(self):
+    height, width, channels = self.image_shape
+    if channels != 1:
+      raise ValueError(f"decoder 'autoregressive' models one-channel images, not {channels}.")
+    num_pixels = height * width
+    self.trunk = [nn.Dense(self.width) for _ in range(self.depth)]
+    self.w_x = self.param("w_x", nn.initializers.lecun_normal(), (num_pixels, self.width))
+    self.hidden = nn.Dense(self.width)                                    # W_t t + b
+    self.w_out = self.param("w_out", nn.initializers.lecun_normal(), (self.width, num_pixels))
+    self.w_direct = self.param("w_direct", nn.initializers.zeros, (num_pixels, num_pixels))
+    window = len(causal_offsets(self.radius))
+    self.w_local = self.param("w_local", nn.initializers.lecun_normal(), (window, self.channels))
+    self.b_local = self.param("b_local", nn.initializers.zeros, (self.channels,))
+    self.u_local = self.param("u_local", nn.initializers.lecun_normal(), (self.channels, 1))
+    self.out = nn.Dense(num_pixels)                                       # V t + c
+
+  def _weights(self):
+    """The masked weights: (W_x, U, A) with MADE's masks and A strictly upper triangular."""
+    num_pixels = self.w_direct.shape[0]
+    mask_in, mask_out = made_masks(num_pixels, self.width)
+    direct_mask = np.triu(np.ones((num_pixels, num_pixels), np.float32), 1)  # A_ji, j < i
+    return self.w_x * mask_in, self.w_out * mask_out, self.w_direct * direct_mask
+
+  def _from_z(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(MADE hidden pre-activation from z, logits from z)."""
+    t = z
+    for layer in self.trunk:
+      t = ACTIVATIONS[self.activation](layer(t))
+    return self.hidden(t), self.out(t)
+
+  def _local(self, patches: jax.Array) -> jax.Array:
+    act = ACTIVATIONS[self.activation]
+    return (act(patches @ self.w_local + self.b_local) @ self.u_local)[..., 0]
+
+  def __call__(self, z: jax.Array, x: jax.Array) -> jax.Array:
+    height, width, _ = self.image_shape
+    r = self.radius
+    w_x, w_out, w_direct = self._weights()
+    hidden_z, logits_z = self._from_z(z)
+    image = x[..., 0]
+    flat = image.reshape((*image.shape[:-2], -1))
+    padded = jnp.pad(image, [(0, 0)] * (image.ndim - 2) + [(r, 0), (r, r)])
+    patches = jnp.stack([padded[..., r + dr:r + dr + height, r + dc:r + dc + width]
+                         for dr, dc in causal_offsets(r)], axis=-1)
+    x_part = flat @ w_direct + self._local(patches.reshape((*flat.shape, -1)))
+    made = ACTIVATIONS[self.activation](flat @ w_x + hidden_z) @ w_out
+    logits = made + logits_z + x_part
+    return logits.reshape((*logits.shape[:-1], *self.image_shape))
+
+  def sample(self, z: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Ancestral sampling, one pixel per scan step: (x ~ p(x|z), p(x_i = 1 | x_<i, z)).
+
+    Each step adds the new pixel to the MADE and direct sums and reads the local
+    window off a padded canvas, so a sample costs O(D * (width + D)), not D passes.
+    """
+    act = ACTIVATIONS[self.activation]
+    height, width, _ = self.image_shape
+    r, n = self.radius, z.shape[0]
+    w_x, w_out, w_direct = self._weights()
+    hidden_z, logits_z = self._from_z(z)
+    window = len(causal_offsets(r))
+
+    def step(carry, inputs):
+      pre, direct, canvas = carry
+      i, w_x_row, w_out_col, w_direct_row, logit_z, key = inputs
+      row, col = i // width, i % width
+      patch = jax.lax.dynamic_slice(canvas, (0, row, col), (n, r + 1, 2 * r + 1))
+      local = self._local(patch.reshape((n, -1))[:, :window])
+      prob = jax.nn.sigmoid(act(pre) @ w_out_col + logit_z + direct[:, i] + local)
+      pixel = jax.random.bernoulli(key, prob).astype(pre.dtype)
+      canvas = jax.lax.dynamic_update_slice(canvas, pixel[:, None, None], (0, row + r, col + r))
+      carry = (pre + pixel[:, None] * w_x_row, direct + pixel[:, None] * w_direct_row, canvas)
+      return carry, (pixel, prob)
+
+    num_pixels = height * width
+    init = (hidden_z, jnp.zeros((n, num_pixels), z.dtype),
+            jnp.zeros((n, height + r, width + 2 * r), z.dtype))
+    inputs = (jnp.arange(num_pixels), w_x, w_out.T, w_direct, logits_z.T,
+              jax.random.split(rng, num_pixels))
+    _, (x, probs) = jax.lax.scan(step, init, inputs)
+    shape = (n, *self.image_shape)
+    return x.T.reshape(shape), probs.T.reshape(shape)
+
+
 class VAE(nn.Module):
   """Encoder + decoder; the decoder also owns p(x|z)'s scale when it is learned."""
   latent_dim: int
@@ -118,8 +249,15 @@ class VAE(nn.Module):
 
   def setup(self):
     self.enc = Encoder(self.latent_dim, self.encoder, self.width, self.depth, self.activation)
-    self.dec = Decoder(tuple(self.image_shape), self.decoder, self.width, self.depth,
-                       self.activation)
+    if self.decoder == "autoregressive":
+      if self.likelihood != "bernoulli":
+        raise ValueError(f"decoder 'autoregressive' models binary pixels: likelihood must be "
+                         f"'bernoulli', not {self.likelihood!r}.")
+      self.dec = AutoregressiveDecoder(tuple(self.image_shape), self.width, self.depth,
+                                       self.activation)
+    else:
+      self.dec = Decoder(tuple(self.image_shape), self.decoder, self.width, self.depth,
+                         self.activation)
     if self.likelihood == "gaussian_learned":
       self.log_scale = self.param(
           "log_scale", nn.initializers.constant(math.log(self.gaussian_scale)),
@@ -128,8 +266,19 @@ class VAE(nn.Module):
   def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return self.enc(x)
 
-  def decode(self, z: jax.Array) -> tuple[jax.Array, Optional[jax.Array]]:
-    """Returns (location, log-scale); the log-scale is None for Bernoulli."""
+  def decode(self, z: jax.Array,
+             x: Optional[jax.Array] = None) -> tuple[jax.Array, Optional[jax.Array]]:
+    """Returns (location, log-scale); the log-scale is None for Bernoulli.
+
+    x (the images scored, teacher forcing) is required by the autoregressive
+    decoder, whose logits depend on the preceding pixels, and ignored otherwise.
+    """
+    if self.decoder == "autoregressive":
+      if x is None:
+        raise ValueError("decoder 'autoregressive': p(x|z) depends on x itself, so decode needs "
+                         "the images scored (decode(model, params, z, x)); to draw images use "
+                         "models.sample_autoregressive or images.decoded_mean.")
+      return self.dec(z, x), None
     loc = self.dec(z)
     if self.likelihood == "bernoulli":
       return loc, None
@@ -137,9 +286,12 @@ class VAE(nn.Module):
       return loc, jnp.broadcast_to(self.log_scale, loc.shape)
     return loc, jnp.full_like(loc, math.log(self.gaussian_scale))
 
+  def sample_autoregressive(self, z: jax.Array, rng: jax.Array):
+    return self.dec.sample(z, rng)
+
   def __call__(self, x: jax.Array, z: jax.Array):
     """Touches every submodule; used by ``init`` only."""
-    return self.encode(x), self.decode(z)
+    return self.encode(x), self.decode(z, x)
 
 
 def build_model(model_config: ml_collections.ConfigDict,
@@ -168,6 +320,18 @@ def encode(model: VAE, params: dict, x: jax.Array) -> tuple[jax.Array, jax.Array
   return model.apply({"params": params}, x, method=VAE.encode)
 
 
-def decode(model: VAE, params: dict, z: jax.Array):
-  """Pure decoder: params, z -> (location, log-scale) of p(x|z)."""
-  return model.apply({"params": params}, z, method=VAE.decode)
+def decode(model: VAE, params: dict, z: jax.Array, x: Optional[jax.Array] = None):
+  """Pure decoder: params, z -> (location, log-scale) of p(x|z).
+
+  x: the images scored, needed by the autoregressive decoder (ignored by the others).
+  """
+  return model.apply({"params": params}, z, x, method=VAE.decode)
+
+
+def sample_autoregressive(model: VAE, params: dict, z: jax.Array,
+                          rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Autoregressive decoder only: (x ~ p(x|z), the p(x_i = 1 | x_<i, z) along that x)."""
+  if model.decoder != "autoregressive":
+    raise ValueError(f"sample_autoregressive needs decoder 'autoregressive', not "
+                     f"{model.decoder!r}.")
+  return model.apply({"params": params}, z, rng, method=VAE.sample_autoregressive)

@@ -55,7 +55,7 @@ def log_likelihood_fn(model: models.VAE, params: dict,
                       x: jax.Array) -> Callable[[jax.Array], jax.Array]:
   """z [B, latent_dim] -> log p(x|z) [B] in nats, for the images x [B, H, W, C]."""
   def log_likelihood(z):
-    loc, log_scale = models.decode(model, params, z)
+    loc, log_scale = models.decode(model, params, z, x)  # x: teacher forcing, if autoregressive
     return likelihoods.log_prob(model.likelihood, x, loc, log_scale)
   return log_likelihood
 

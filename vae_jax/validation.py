@@ -158,6 +158,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _choice(config, "model.activation", models.ACTIVATIONS)
   likelihood = _choice(config, "model.likelihood", likelihoods.LIKELIHOODS)
   _number(config, "model.gaussian_scale", minimum=0, strict=True)
+  if decoder == "autoregressive" and likelihood != "bernoulli":
+    _fail("model.likelihood", likelihood,
+          "decoder 'autoregressive' is a Bernoulli model of binary pixels; use 'bernoulli'")
+  if decoder == "autoregressive" and datasets.image_shape(name)[2] != 1:
+    _fail("data.name", name, "decoder 'autoregressive' models one-channel images; use a "
+          "grayscale dataset")
   if "conv" in (encoder, decoder):
     if depth < 1:
       _fail("model.depth", depth, "a conv encoder/decoder needs at least 1 stage")
