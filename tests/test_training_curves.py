@@ -54,7 +54,7 @@ def test_training_curves_are_means_over_seeds_and_drawn(tmp_path):
   ab = tables.summarize(root)
   curves = plots.training_curves(ab)
   assert len(curves) == 2
-  fb = curves["objective.free_bits=0.5"]
+  fb = curves["free bits λ=0.5"]  # tables.FIELD_NAMES spells the field
   assert sorted(fb["test/rate"]) == [*STEPS, 390]
   for step in STEPS:  # seeds 0 and 1: rates 0.5 * step / 100 and 1.0 * step / 100
     assert np.mean(fb["test/rate"][step]) == pytest.approx(0.75 * step / 100)

@@ -116,11 +116,6 @@ def pool(values: list[dict[str, Any]]) -> dict[str, tuple[float, float | None]]:
   return out
 
 
-def _label(setting: dict[str, Any], fields: list[str]) -> str:
-  return ", ".join(f"{tables.FIELD_NAMES.get(k, k)}={tables.format_value(setting[k])}"
-                   for k in fields if k in setting) or "(run)"
-
-
 def write_blur(workdir: str, spec: BlurSpec = BlurSpec()) -> list[str]:
   """blur_stats of a run, or of each finished member of a sweep pooled by setting.
 
@@ -143,7 +138,7 @@ def write_blur(workdir: str, spec: BlurSpec = BlurSpec()) -> list[str]:
     groups.setdefault(json.dumps(setting, sort_keys=True), (setting, []))[1].append(
         per_run[name or "."])
   fields = list(dict.fromkeys(f for _, setting in runs for f in setting))  # as tables orders them
-  rows = [(_label(setting, fields), len(values), pool(values))
+  rows = [(tables.setting_label(setting, fields) or "(run)", len(values), pool(values))
           for setting, values in groups.values()]
   caption = (f"Blur of {shown}: the first {spec.num_images} test images and {spec.num_samples} "
              f"prior draws (seed {spec.seed}). recon. RMSE: E[x|z = posterior mean] against "

@@ -34,7 +34,6 @@ from vae_jax import evaluation
 from vae_jax import images
 from vae_jax import latent_pictures as lp
 from vae_jax import models
-from vae_jax import sweeps
 from vae_jax import tables
 from vae_jax import validation
 from vae_jax import workdir as workdir_lib
@@ -184,7 +183,8 @@ def is_sweep(workdir: str) -> bool:
 
 COMPARED = ("reconstructions", "samples", "samples_from_likelihood")
 _TITLES = {"reconstructions": "test inputs (odd rows) and reconstructions",
-           "samples": "E[x|z], z ~ p(z)", "samples_from_likelihood": "x ~ p(x|z), the same z"}
+           "samples": "E[x|z], z ~ p(z)\n(autoregressive decoder: P(x_i = 1 | x_<i, z) along a draw)",
+           "samples_from_likelihood": "x ~ p(x|z), the same z"}
 
 
 def comparison(named: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
@@ -223,7 +223,7 @@ def pictures_of_sweep(sweep_dir: str, spec: PictureSpec = PictureSpec(),
     if member.status != "done":
       logging.warning("Sweep member %s is %s: not pictured.", member.name, member.status)
       continue
-    shown.setdefault(sweeps.member_name(member.setting) or member.name, member)
+    shown.setdefault(tables.setting_label(member.setting) or member.name, member)
   named = {}
   for label, member in shown.items():
     run = checkpoint_eval.load_run(os.path.join(sweep_dir, member.name))

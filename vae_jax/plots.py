@@ -31,17 +31,13 @@ BETA = "objective.beta"
 LATENT_DIM = "model.latent_dim"
 
 
-def _label(field: str, value) -> str:
-  return f"{tables.FIELD_NAMES.get(field, field)}={tables.format_value(value)}"
-
-
 def _series(ab: tables.Ablation, x_field: str) -> list[tuple[str, list[tables.Row]]]:
   """Rows grouped by the other swept fields (one curve each), numeric x only, sorted by x."""
   others = [f for f in ab.swept if f != x_field]
   groups: dict[str, list[tables.Row]] = {}
   for row in ab.rows:
     if isinstance(row.setting.get(x_field), (int, float)):
-      label = ", ".join(_label(f, row.setting[f]) for f in others)
+      label = tables.setting_label(row.setting, others)
       groups.setdefault(label, []).append(row)
   return [(label, sorted(rows, key=lambda r: r.setting[x_field])) for label, rows in groups.items()]
 
@@ -89,7 +85,7 @@ def plot_rate_distortion(ab: tables.Ablation, path: str) -> None:
     ax.errorbar(rate, dist, xerr=rate_std, yerr=dist_std, marker="o", capsize=3,
                 label=label or None)
     for r, x, y in zip(rows, rate, dist):
-      ax.annotate(_label(BETA, r.setting[BETA]), (x, y), textcoords="offset points",
+      ax.annotate(tables.setting_label(r.setting, [BETA]), (x, y), textcoords="offset points",
                   xytext=(5, 5), fontsize=8)
     if len(rate):
       best = min(best if best is not None else np.inf, float(np.min(rate + dist)))
@@ -167,7 +163,7 @@ def training_curves(ab: tables.Ablation) -> dict[str, dict[str, dict[int, list[f
   """{setting label: {key: {step: [one value per seed]}}} from the finished members' metrics."""
   curves = {}
   for row in ab.rows:
-    label = ", ".join(_label(f, row.setting[f]) for f in ab.swept) or "all runs"
+    label = tables.setting_label(row.setting, ab.swept) or "all runs"
     per_key: dict[str, dict[int, list[float]]] = {}
     for name in row.members:
       for step, record in _test_records(ab, name).items():

@@ -39,9 +39,12 @@ PROTOCOL = ("dataset.used", "dataset.preprocessing", "dataset.test_split", "data
             "test.num_importance_samples", "eval_seed", "steps", "batch_size", "unit")
 # Headers researchers expect for common swept fields; other fields keep their path.
 FIELD_NAMES = {"objective.beta": "β", "model.latent_dim": "latent dim",
-               "model.likelihood": "likelihood", "model.gaussian_scale": "σ"}
+               "model.likelihood": "likelihood", "model.gaussian_scale": "σ",
+               "objective.free_bits": "free bits λ", "objective.warmup_steps": "KL warm-up steps"}
 LATEX_FIELD_NAMES = {"objective.beta": r"$\beta$", "model.latent_dim": "latent dim",
-                     "model.likelihood": "likelihood", "model.gaussian_scale": r"$\sigma$"}
+                     "model.likelihood": "likelihood", "model.gaussian_scale": r"$\sigma$",
+                     "objective.free_bits": r"free bits $\lambda$",
+                     "objective.warmup_steps": "KL warm-up steps"}
 # Protocol fields that a swept field decides, so they may differ between rows (never
 # within one): the likelihood decides whether the pixels are binarized or dequantized,
 # and so the unit. Such rows model different data; a column shows each row's value.
@@ -207,6 +210,13 @@ def format_value(value: Any) -> str:
   if value is None:
     return "absent"
   return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def setting_label(setting: dict[str, Any], fields: Optional[Sequence[str]] = None) -> str:
+  """'free bits λ=0.5, KL warm-up steps=0': a setting as tables, plots and pictures name it."""
+  fields = list(setting) if fields is None else fields
+  return ", ".join(f"{FIELD_NAMES.get(k, k)}={format_value(setting[k])}"
+                   for k in fields if k in setting)
 
 
 def check_protocol(done: Sequence[Member], by_setting: Sequence[str] = ()) -> dict[str, Any]:
