@@ -17,14 +17,15 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 
 from vae_jax import distributed
 from vae_jax import parallel
 from vae_jax import preemption
 from vae_jax import sweeps
-from vae_jax import train
 from vae_jax import validation
+from vae_jax import workdir as workdir_lib
 
 try:  # ml_collections applies overrides as the flag is defined: check them first.
   validation.check_overrides(sys.argv, None)
@@ -37,6 +38,19 @@ _PARALLEL = flags.DEFINE_integer("parallel", 1, "Members running at once.", lowe
 _MEMBER = flags.DEFINE_integer("member", None, "Run only member K, in this process.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the members and their status; run nothing.")
 flags.mark_flag_as_required("config")
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """--member=K's run, in this process.
+
+  vae_jax.train is imported here, not above: it brings in TensorFlow (4.5 s), which
+  the driver, launching members as subprocesses, and --dry_run never need.
+  """
+  from vae_jax import train  # pylint: disable=g-import-not-at-top
+  try:
+    train.train_and_evaluate(config, workdir)
+  except train.USER_ERRORS as e:
+    sys.exit(f"FATAL {type(e).__name__}: {e}")
 
 
 def main(argv):
@@ -61,7 +75,7 @@ def main(argv):
         return
       config = _CONFIG.value
       sweeps.apply(config, member.overrides)
-      train.train_and_evaluate(config, os.path.join(workdir, member.name))
+      _train(config, os.path.join(workdir, member.name))
       return
     sweeps.record(workdir, spec, extra, members)
     start = time.time()
@@ -69,7 +83,7 @@ def main(argv):
   except preemption.Preempted as e:
     logging.warning("%s", e)
     return
-  except (sweeps.SweepError, *train.USER_ERRORS) as e:
+  except (sweeps.SweepError, validation.ConfigError, workdir_lib.WorkdirError) as e:
     sys.exit(f"FATAL {type(e).__name__}: {e}")
   print(sweeps.summary_line(outcome, time.time() - start))
   for name in outcome["failed"]:
