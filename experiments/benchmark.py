@@ -20,6 +20,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
@@ -50,6 +51,8 @@ _OUTPUT = flags.DEFINE_string("output", None, "JSON file to write (must not exis
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  # "compile s" times XLA compiling: never a read from JAX_COMPILATION_CACHE_DIR.
+  jax.config.update("jax_enable_compilation_cache", False)
   env = benchmark.environment()
   output = _OUTPUT.value or os.path.join(
       "benchmarks", f"benchmark-{env['platform']}-{env['device_count']}d-"
