@@ -137,7 +137,7 @@ case "$cmd" in
     ;;
   test)
     setup
-    exec "$VENV/bin/python" -m pytest -q tests "$@"
+    exec "$VENV/bin/python" -m pytest -q tests studies "$@"
     ;;
   tpu-create)
     tpu_init

@@ -26,7 +26,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from vae_jax import benchmark
+from vae_jax.perf import benchmark
 from vae_jax import parallel
 from vae_jax import validation
 

@@ -16,9 +16,9 @@ from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-positio
 from absl import flags
 from absl import logging
 
-from vae_jax import checkpoint_eval
-from vae_jax import distributed
-from vae_jax import train
+from vae_jax.evaluation import saved_run as checkpoint_eval
+from vae_jax import parallel
+from vae_jax.training import loop as train
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A vae_jax run directory.", required=True)
 _K = flags.DEFINE_integer("num_importance_samples", None,
@@ -29,7 +29,7 @@ _STEP = flags.DEFINE_string("step", None, "Checkpoint step, or 'best' (default: 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  distributed.initialize()  # joins a pod slice's job, if any; before any other JAX use
+  parallel.initialize()  # joins a pod slice's job, if any; before any other JAX use
   try:
     step = checkpoint_eval.parse_step(_STEP.value)
   except ValueError as e:

@@ -17,10 +17,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only reads data here.
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 
-from vae_jax import checkpoint_eval
-from vae_jax import pictures
-from vae_jax import tables
-from vae_jax import train
+from vae_jax.evaluation import saved_run as checkpoint_eval
+from vae_jax.pictures import gallery as pictures
+from vae_jax.analysis import tables
+from vae_jax.training import loop as train
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run or sweep directory.", required=True)
 _STEP = flags.DEFINE_string("step", None, "Checkpoint step, or 'best' (default: the latest).")

@@ -20,12 +20,11 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
-from vae_jax import distributed
 from vae_jax import parallel
-from vae_jax import preemption
-from vae_jax import sweeps
+from vae_jax.training import preemption
+from vae_jax.analysis import sweeps
 from vae_jax import validation
-from vae_jax import workdir as workdir_lib
+from vae_jax.training import workdir as workdir_lib
 
 try:  # ml_collections applies overrides as the flag is defined: check them first.
   validation.check_overrides(sys.argv, None)
@@ -43,10 +42,10 @@ flags.mark_flag_as_required("config")
 def _train(config: ml_collections.ConfigDict, workdir: str) -> None:
   """--member=K's run, in this process.
 
-  vae_jax.train is imported here, not above: it brings in TensorFlow (4.5 s), which
+  vae_jax.training.loop is imported here, not above: it brings in TensorFlow (4.5 s), which
   the driver, launching members as subprocesses, and --dry_run never need.
   """
-  from vae_jax import train  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import loop as train  # pylint: disable=g-import-not-at-top
   try:
     train.train_and_evaluate(config, workdir)
   except train.USER_ERRORS as e:
@@ -56,7 +55,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  distributed.initialize()
+  parallel.initialize()
   spec = config_flags.get_config_filename(flags.FLAGS["config"])
   extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
   workdir = os.path.abspath(_WORKDIR.value)

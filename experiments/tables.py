@@ -12,8 +12,8 @@ import sys
 from absl import app
 from absl import flags
 
-from vae_jax import plots
-from vae_jax import tables
+from vae_jax.analysis import plots
+from vae_jax.analysis import tables
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A sweep directory (with sweep.json).",
                                required=True)

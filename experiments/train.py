@@ -15,9 +15,9 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from vae_jax import distributed
-from vae_jax import preemption
-from vae_jax import train
+from vae_jax import parallel
+from vae_jax.training import preemption
+from vae_jax.training import loop as train
 from vae_jax import validation
 
 _DEFAULT_CONFIG = "configs/default.py"
@@ -39,7 +39,7 @@ _ALLOW = flags.DEFINE_list("allow_config_changes", [], "Continue the run in the 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  distributed.initialize()  # joins a pod slice's job, if any; before any other JAX use
+  parallel.initialize()  # joins a pod slice's job, if any; before any other JAX use
   try:
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
                              allow_changes=_ALLOW.value)

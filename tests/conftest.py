@@ -47,7 +47,7 @@ SMALL = {"data.name": "digits", "batch_size": 64, "num_train_steps": 20,
 
 def set_fields(config, overrides):
   """Applies {"a.b": value} overrides, as --config.a.b=value would."""
-  from vae_jax import sweeps  # pylint: disable=g-import-not-at-top
+  from vae_jax.analysis import sweeps  # pylint: disable=g-import-not-at-top
   sweeps.apply(config, overrides)
   return config
 
@@ -61,7 +61,9 @@ def make_config(**overrides):
 
 def saved_state(workdir, config, image_shape=(8, 8, 1), step=None):
   """(the state a run saved at ``step`` or its latest, the run's initial state)."""
-  from vae_jax import checkpoints, models, training  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
+  from vae_jax.models import gaussian_vae as models  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import step as training  # pylint: disable=g-import-not-at-top
   model = models.build_model(config.model, image_shape)
   init = training.create_train_state(config.seed, model,
                                      training.make_optimizer(config.optim, 1))

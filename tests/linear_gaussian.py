@@ -7,7 +7,7 @@ posterior is a *diagonal* Gaussian that a VAE's q(z|x) can express.
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import distributions as D
+from vae_jax.core import distributions as D
 
 K, DIM, S2 = 2, 5, 0.3
 _U, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(DIM, K)))

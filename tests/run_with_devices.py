@@ -3,7 +3,7 @@
 XLA_FLAGS must be set before JAX starts, so multi-device tests run this file in
 a subprocess. JSON holds config overrides as {"a.b": value}. With the
 VAE_JAX_* variables of ``vae_jax.distributed`` set, the process joins a
-multi-process job first (tests/test_multihost.py), as the entry points do. With
+multi-process job first (tests/training/test_multihost.py), as the entry points do. With
 RECORD_WRITES=1 it prints, as its last line, ``WRITES: [...]``: the files it
 opened for writing (or created, renamed) in WORKDIR outside checkpoints/. With
 SIGTERM_AFTER_STEP=N it sends itself SIGTERM once the train loop has passed
@@ -54,7 +54,7 @@ def _record_writes(workdir):
 def _sigterm_after(step):
   """SIGTERM to this process right after the first preemption check at or past ``step``."""
   import jax  # pylint: disable=g-import-not-at-top
-  from vae_jax import preemption  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import preemption  # pylint: disable=g-import-not-at-top
   original, sent = preemption.PreemptionWatcher.should_stop, []
 
   def should_stop(self, at):
@@ -75,13 +75,13 @@ def main():
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   import jax  # pylint: disable=g-import-not-at-top
-  from vae_jax import distributed  # pylint: disable=g-import-not-at-top
-  distributed.initialize()  # a no-op unless VAE_JAX_* describe a job
+  from vae_jax import parallel  # pylint: disable=g-import-not-at-top
+  parallel.initialize()  # a no-op unless VAE_JAX_* describe a job
   writes = _record_writes(workdir) if os.environ.get("RECORD_WRITES") == "1" else None
   from configs import default  # pylint: disable=g-import-not-at-top
   from tests import conftest  # pylint: disable=g-import-not-at-top
-  from vae_jax import preemption  # pylint: disable=g-import-not-at-top
-  from vae_jax import train  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import preemption  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import loop as train  # pylint: disable=g-import-not-at-top
   assert jax.local_device_count() == num_devices, jax.devices()
   if os.environ.get("SIGTERM_AFTER_STEP"):
     _sigterm_after(int(os.environ["SIGTERM_AFTER_STEP"]))

@@ -6,9 +6,9 @@ import pytest
 
 from configs import beta as beta_config
 from configs import default
-from vae_jax import datasets
+from vae_jax.data import datasets
 from vae_jax import parallel
-from vae_jax import train
+from vae_jax.training import loop as train
 from vae_jax import validation
 
 BAD = [

@@ -13,11 +13,11 @@ from typing import Any, Iterable, Optional, Sequence
 import ml_collections
 from ml_collections.config_flags import config_flags  # ConfigFileFlagParser: not re-exported
 
-from vae_jax import datasets
-from vae_jax import input_pipeline
-from vae_jax import likelihoods
-from vae_jax import models
-from vae_jax import objectives
+from vae_jax.data import datasets
+from vae_jax.data import pipeline as input_pipeline
+from vae_jax.core import likelihoods
+from vae_jax.models import gaussian_vae as models
+from vae_jax.objectives import elbo as objectives
 from vae_jax import parallel
 
 OPTIMIZERS = ("adam", "adamw", "sgd")

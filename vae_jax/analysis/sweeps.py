@@ -1,0 +1,231 @@
+"""Sweeps: a config file's ``sweep()`` as a list of runs, each in its own workdir.
+
+A sweep is data next to ``get_config``: ``sweep()`` returns override dicts, e.g.
+``[{"objective.beta": 0.5, "seed": 0}, ...]``. Member K trains in
+``DIR/<name>``, the name spelled from its overrides (sorted, so stable when the
+list is reordered or extended). ``DIR/sweep.json`` records the config file and
+the extra overrides shared by all members; a rerun with others is refused, so
+one sweep directory never mixes protocols.
+
+Locally, members run as subprocesses (``experiments.sweep --member=K``), N at
+a time; a member with results.json is skipped, an interrupted one resumes from
+its checkpoint, a failed one leaves ``failure.json`` and its log. On a TPU pod
+every worker runs the same ``--member=K`` in-process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+import ml_collections
+from absl import logging
+
+from vae_jax.analysis import tables
+from vae_jax import validation
+from vae_jax.training import workdir as workdir_lib
+
+MANIFEST = tables.SWEEP_FILE  # the file names tables reads, from one place
+FAILURE_FILE = tables.FAILURE_FILE
+LOG_FILE = "log.txt"
+SEED_FIELD = "seed"
+
+
+class SweepError(ValueError):
+  """The sweep's definition or its directory cannot be used as asked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  index: int
+  name: str
+  overrides: dict[str, Any]
+
+
+def member_name(overrides: dict[str, Any]) -> str:
+  """'model.latent_dim=10,seed=1': readable, stable, one directory level."""
+  text = ",".join(f"{k}={overrides[k]}" for k in sorted(overrides))
+  return re.sub(r"[^A-Za-z0-9._=,+-]", "_", text)
+
+
+def _load_module(spec: str):
+  path = spec.split(":", 1)[0]
+  if not os.path.isfile(path):
+    raise SweepError(f"--config={spec}: no such file.")
+  module_spec = importlib.util.spec_from_file_location("sweep_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
+
+
+def load_members(spec: str, config: ml_collections.ConfigDict) -> list[Member]:
+  """The members of ``spec``'s ``sweep()``, checked against the fields of ``config``."""
+  module = _load_module(spec)
+  if not hasattr(module, "sweep"):
+    raise SweepError(f"{spec} defines no sweep(); a sweep config returns its members as a "
+                     f"list of override dicts, e.g. [{{'objective.beta': 0.5, 'seed': 0}}].")
+  fields, members, names = validation.field_names(config), [], {}
+  for index, overrides in enumerate(module.sweep()):
+    for field in overrides:
+      if field not in fields:
+        raise SweepError(f"{spec}: sweep() member {index} sets unknown field {field!r}.")
+    name = member_name(overrides)
+    if name in names:
+      raise SweepError(f"{spec}: members {names[name]} and {index} are the same run ({name}).")
+    names[name] = index
+    members.append(Member(index, name, dict(overrides)))
+  if not members:
+    raise SweepError(f"{spec}: sweep() returned no members.")
+  return members
+
+
+def apply(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
+  """Sets {"a.b": value} fields in place, as --config.a.b=value would."""
+  for field, value in overrides.items():
+    *parents, leaf = field.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+
+
+def record(workdir: str, spec: str, extra: Sequence[str], members: list[Member]) -> None:
+  """Writes sweep.json; refuses a directory that holds a sweep of another config/overrides."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, MANIFEST)
+  old = workdir_lib.read_json(path)
+  if old is not None and (old["config"], old["extra_overrides"]) != (spec, list(extra)):
+    raise SweepError(
+        f"{workdir} holds a sweep of --config={old['config']} with overrides "
+        f"{old['extra_overrides'] or 'none'}; this one is --config={spec} with "
+        f"{list(extra) or 'none'}. Use another --workdir: one directory, one protocol.")
+  swept = sorted({f for m in members for f in m.overrides})
+  clash = [a for a in extra if a.split("=", 1)[0].removeprefix("--config.") in swept]
+  if clash:
+    raise SweepError(f"{', '.join(clash)}: these fields are swept by the members ("
+                     f"{', '.join(swept)}); an extra override cannot also set them.")
+  workdir_lib.write_json(path, {
+      "config": spec, "extra_overrides": list(extra),
+      "members": [dataclasses.asdict(m) for m in members]})
+
+
+def status(workdir: str, member: Member) -> str:
+  """'done' (results.json), 'failed' (failure.json), 'started' or 'missing'."""
+  directory = os.path.join(workdir, member.name)
+  if os.path.exists(os.path.join(directory, workdir_lib.RESULTS_FILE)):
+    return "done"
+  if os.path.exists(os.path.join(directory, FAILURE_FILE)):
+    return "failed"
+  if os.path.exists(os.path.join(directory, "checkpoints")):
+    return "started"
+  return "missing"
+
+
+def member_command(spec: str, workdir: str, member: Member, extra: Sequence[str]) -> list[str]:
+  return [sys.executable, "-m", "experiments.sweep", f"--config={spec}",
+          f"--workdir={workdir}", f"--member={member.index}", *extra]
+
+
+def _tail(path: str, lines: int = 15) -> str:
+  with open(path, encoding="utf-8", errors="replace") as f:
+    return "".join(f.readlines()[-lines:])
+
+
+class _Running:
+  """One member's subprocess, its output appended to DIR/<name>/log.txt."""
+
+  def __init__(self, command: list[str], directory: str, member: Member):
+    os.makedirs(directory, exist_ok=True)
+    failure = os.path.join(directory, FAILURE_FILE)
+    if os.path.exists(failure):  # a new attempt; the old one's output stays in log.txt
+      os.remove(failure)
+    self.member, self.directory, self.start = member, directory, time.time()
+    self.log = os.path.join(directory, LOG_FILE)
+    with open(self.log, "a", encoding="utf-8") as log:
+      log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
+      log.flush()
+      self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+  def finish(self) -> str:
+    """The outcome once the process has ended: 'done', 'interrupted' or 'failed'."""
+    code = self.proc.returncode
+    if os.path.exists(os.path.join(self.directory, workdir_lib.RESULTS_FILE)):
+      return "done"
+    if code == 0:  # stopped by SIGTERM after saving: resumable, not a failure
+      return "interrupted"
+    workdir_lib.write_json(os.path.join(self.directory, FAILURE_FILE), {
+        "returncode": code, "log": self.log, "tail": _tail(self.log)})
+    return "failed"
+
+
+def run_all(spec: str, workdir: str, members: list[Member], extra: Sequence[str],
+            parallel: int) -> dict[str, list[str]]:
+  """Runs every member not yet done, ``parallel`` at a time; returns names by outcome.
+
+  SIGTERM to this process is passed on to the members (each saves and stops).
+  """
+  outcome: dict[str, list[str]] = {"done": [], "skipped": [], "failed": [], "interrupted": []}
+  queue = []
+  for member in members:
+    if status(workdir, member) == "done":
+      outcome["skipped"].append(member.name)
+    else:
+      queue.append(member)
+  logging.info("Sweep %s: %d members, %d already done, %d to run, %d at a time.", spec,
+               len(members), len(outcome["skipped"]), len(queue), parallel)
+  running: list[_Running] = []
+  stopping = []
+  previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+  try:
+    while queue or running:
+      while queue and len(running) < parallel and not stopping:
+        member = queue.pop(0)
+        running.append(_Running(member_command(spec, workdir, member, extra),
+                                os.path.join(workdir, member.name), member))
+        logging.info("Started member %d: %s", member.index, member.name)
+      if stopping:
+        for run in running:
+          if run.proc.poll() is None:
+            run.proc.send_signal(signal.SIGTERM)
+        queue.clear()
+      time.sleep(0.2)
+      for run in [r for r in running if r.proc.poll() is not None]:
+        running.remove(run)
+        result = run.finish()
+        outcome[result].append(run.member.name)
+        logging.log(logging.INFO if result == "done" else logging.WARNING,
+                    "Member %d (%s): %s after %.0fs%s", run.member.index, run.member.name,
+                    result, time.time() - run.start,
+                    f"; see {run.log}" if result == "failed" else "")
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  return outcome
+
+
+def member_by_index(members: list[Member], index: int) -> Member:
+  if not 0 <= index < len(members):
+    raise SweepError(f"--member={index}: the sweep has members 0..{len(members) - 1}.")
+  return members[index]
+
+
+def describe(workdir: str, members: list[Member], spec: str,
+             extra: Sequence[str]) -> str:
+  """The --dry_run listing: index, status, directory and the command of each member."""
+  lines = [f"{len(members)} members of {spec} in {workdir}:"]
+  for member in members:
+    lines.append(f"  [{member.index:3d}] {status(workdir, member):8s} {member.name}")
+  lines.append(f"Member K alone: python -m experiments.sweep --config={spec} "
+               f"--workdir={workdir} --member=K {' '.join(extra)}".rstrip())
+  return "\n".join(lines)
+
+
+def summary_line(outcome: dict[str, list[str]], seconds: Optional[float] = None) -> str:
+  counts = ", ".join(f"{len(v)} {k}" for k, v in outcome.items() if v)
+  return f"Sweep: {counts}" + (f" in {seconds:.0f}s" if seconds is not None else "") + "."

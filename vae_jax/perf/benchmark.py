@@ -1,0 +1,209 @@
+"""Throughput of training and IWAE evaluation, against the device's own matmul roofline.
+
+Each measurement runs the code a training run runs (``training``'s data-parallel
+train chunk with the data on the device; ``evaluation``'s sharded IWAE), timed
+after compilation and warm-up, as the best of several repeats. Next to it stands
+the program's roofline (``roofline``): its matrix products timed alone on the
+same device in the same process. Pixel values do not change the cost, so the
+data are random uint8 images of the configured dataset's shape and size.
+"""
+
+from __future__ import annotations
+
+import copy
+import resource
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vae_jax.data import datasets
+from vae_jax.evaluation import evaluator as evaluation
+from vae_jax.models import gaussian_vae as models
+from vae_jax import parallel
+from vae_jax.perf import roofline
+from vae_jax.training import step as training
+from vae_jax import validation
+
+# Examples per split of the datasets the benchmark imitates (train, test).
+SPLIT_SIZES = {"binarized_mnist": (50_000, 10_000), "cifar10": (50_000, 10_000),
+               "mnist_5k": (4_000, 1_000), "digits": (1_437, 360), "squares": (1_000, 200)}
+DEFAULT_SPLIT_SIZES = (60_000, 10_000)
+# The square matrix product that shows the device's best rate, for context.
+PEAK_SHAPE = 2048
+
+
+def synthetic_split(name: str, num: int, seed: int) -> np.ndarray:
+  """Random uint8 images shaped like dataset ``name`` ({0, 1} if it is binary)."""
+  rng = np.random.default_rng(seed)
+  high = 2 if datasets.is_binary(name) else 256
+  return rng.integers(0, high, (num, *datasets.image_shape(name)), dtype=np.uint8)
+
+
+def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
+  """The fastest of ``repeats`` runs: the least disturbed by anything else on the machine
+  (the roofline's products are timed the same way)."""
+  samples = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    samples.append(time.perf_counter() - start)
+  return min(samples)
+
+
+def memory() -> dict[str, Any]:
+  """Peak host memory of this process and, where the backend reports it, device memory."""
+  stats = jax.local_devices()[0].memory_stats() or {}
+  return {"peak_host_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+          "peak_device_bytes": stats.get("peak_bytes_in_use")}
+
+
+def _compile_and_best_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+  """(compile seconds, best seconds of ``repeats`` runs) of a function compiled on first call.
+
+  The compile time is the first run's (tracing, compiling, running) less a compiled run's.
+  """
+  first = _best_seconds(fn, 1)
+  best = _best_seconds(fn, repeats)
+  return max(first - best, 0.0), best
+
+
+def _roofline(found: Sequence[roofline.Product], program_seconds: float,
+              timing: dict) -> dict[str, Any]:
+  """The roofline figures of one program run (per device) against its measured time."""
+  seconds = roofline.time_products([p for p in found if p.key not in timing])
+  timing.update(seconds)
+  limit = roofline.roofline_seconds(found, timing)
+  flops = roofline.total_flops(found)
+  return {"product_flops_per_device": flops, "roofline_seconds": limit,
+          "roofline_ratio": limit / program_seconds,
+          "product_gflops_per_s": flops / program_seconds / 1e9,
+          "roofline_gflops_per_s": flops / limit / 1e9,
+          "products": [p.describe() for p in found]}
+
+
+def measure_train(config: ml_collections.ConfigDict, batch_size: int, *, repeats: int = 5,
+                  dispatch_seconds: float = 2.0, timing: dict | None = None) -> dict[str, Any]:
+  """Training examples/s of ``config`` at global ``batch_size``, and its roofline ratio.
+
+  Times dispatches of scanned steps, as training runs them: ``config.steps_per_dispatch``
+  steps, or fewer where that many would take over ``dispatch_seconds``.
+  """
+  config = copy.deepcopy(config)
+  config.batch_size = batch_size
+  validation.validate(config)
+  name = config.data.name
+  num_train = SPLIT_SIZES.get(name, DEFAULT_SPLIT_SIZES)[0]
+  preprocessing = validation.resolve_preprocessing(
+      name, config.data.preprocessing, config.model.likelihood)
+  model = models.build_model(config.model, datasets.image_shape(name))
+  tx = training.make_optimizer(config.optim, 1_000_000)
+  spec = training.spec_from_config(config, num_train, preprocessing)
+  state = training.create_train_state(config.seed, model, tx)
+  images = synthetic_split(name, num_train, config.seed)
+  chunk = training.DataParallelTrainChunk(model, tx, spec)
+  replicated_images = parallel.replicate(images)
+  holder = {"state": parallel.replicate(state), "step": 0}
+
+  def dispatch(steps: int):
+    holder["state"], metrics = chunk(holder["state"], replicated_images, holder["step"], steps)
+    holder["step"] += steps
+    return metrics
+
+  def timed_dispatches(steps: int, count: int) -> tuple[float, float]:
+    """(compile seconds, best seconds per step) of dispatches of ``steps`` steps."""
+    compile_seconds, per_dispatch = _compile_and_best_seconds(lambda: dispatch(steps), count)
+    return compile_seconds, per_dispatch / steps
+
+  compile_seconds, seconds = timed_dispatches(1, 1)  # a first estimate
+  steps = max(1, min(config.steps_per_dispatch, int(dispatch_seconds / seconds)))
+  if steps > 1:
+    compile_seconds, seconds = timed_dispatches(steps, repeats)
+  else:
+    seconds = timed_dispatches(1, repeats)[1]
+  perms = tuple(np.arange(num_train, dtype=np.int32)
+                for _ in range(training.epochs_touched(spec, 1)))
+  found = roofline.products(
+      training.make_train_chunk(model, tx, spec), state, images, perms, 1,
+      axis_env=[(parallel.AXIS_NAME, parallel.device_count())], static_argnums=(3,))
+  return {"kind": "train", "model": _describe_model(config), "batch_size": batch_size,
+          "per_device_batch": spec.per_device_batch, "steps_per_dispatch": steps,
+          "examples_per_s": batch_size / seconds, "steps_per_s": 1.0 / seconds,
+          "seconds_per_step": seconds, "compile_seconds": compile_seconds,
+          **_roofline(found, seconds, {} if timing is None else timing), **memory()}
+
+
+def measure_eval(config: ml_collections.ConfigDict, num_importance_samples: int,
+                 num_examples: int, *, repeats: int = 3,
+                 timing: dict | None = None) -> dict[str, Any]:
+  """IWAE evaluation examples/s with k samples on ``num_examples`` test images."""
+  validation.validate(config)
+  name = config.data.name
+  preprocessing = validation.resolve_preprocessing(
+      name, config.data.preprocessing, config.model.likelihood)
+  model = models.build_model(config.model, datasets.image_shape(name))
+  params = models.init_params(model, jax.random.PRNGKey(config.seed))
+  images = synthetic_split(name, num_examples, config.seed)
+  evaluator = evaluation.Evaluator(model, preprocessing, config.objective.kl_estimator,
+                                   config.eval.seed, images, config.eval.batch_size,
+                                   config.eval.iwae_chunk_size)
+  replicated = parallel.replicate(params)
+  compile_seconds, seconds = _compile_and_best_seconds(
+      lambda: evaluator.per_example(replicated, num_importance_samples), repeats)
+  block = lambda x: np.zeros(x.shape[1:], x.dtype)  # what one device's program sees
+  found = roofline.products(evaluator.per_device_fn(num_importance_samples), params,
+                            block(evaluator.split.images), block(evaluator.split.ids),
+                            axis_env=[(parallel.AXIS_NAME, parallel.device_count())])
+  full_test = SPLIT_SIZES.get(name, DEFAULT_SPLIT_SIZES)[1]
+  return {"kind": "eval", "model": _describe_model(config),
+          "batch_size": config.eval.batch_size, "num_importance_samples": num_importance_samples,
+          "iwae_chunk_size": config.eval.iwae_chunk_size, "num_examples": num_examples,
+          "examples_per_s": num_examples / seconds, "seconds": seconds,
+          "full_test_split_seconds": full_test * seconds / num_examples,
+          "compile_seconds": compile_seconds,
+          **_roofline(found, seconds, {} if timing is None else timing), **memory()}
+
+
+def measure_peak(size: int = PEAK_SHAPE) -> dict[str, Any]:
+  """The device's rate on one large square float32 matrix product (context, not the roofline)."""
+  lhs = jax.ShapeDtypeStruct((size, size), jnp.float32)
+  found = roofline.products(jnp.matmul, lhs, lhs)
+  seconds = roofline.time_products(found)
+  return {"kind": "peak", "shape": [size, size, size],
+          "gflops_per_s": roofline.total_flops(found) / roofline.roofline_seconds(
+              found, seconds) / 1e9}
+
+
+def _describe_model(config: ml_collections.ConfigDict) -> str:
+  m = config.model
+  arch = m.encoder if m.encoder == m.decoder else f"{m.encoder}/{m.decoder}"
+  return (f"{arch} width {m.width} depth {m.depth}, {m.latent_dim} latents, {m.likelihood}, "
+          f"{config.data.name}, {config.optim.optimizer}")
+
+
+def environment() -> dict[str, Any]:
+  device = jax.local_devices()[0]
+  return {"platform": jax.default_backend(), "device_kind": device.device_kind,
+          "device_count": parallel.device_count(), "process_count": jax.process_count(),
+          "jax": jax.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+  """A Markdown table of measurements (the README's performance table)."""
+  head = ("| what | model | batch | examples/s | steps/s | compile s | GFLOP/s | roofline "
+          "GFLOP/s | roofline ratio |\n|---|---|---|---|---|---|---|---|---|")
+  lines = [head]
+  for r in rows:
+    if r["kind"] == "peak":
+      continue
+    what = ("train" if r["kind"] == "train" else
+            f"IWAE k={r['num_importance_samples']}, {r['num_examples']} test images")
+    steps = f"{r['steps_per_s']:.1f}" if r["kind"] == "train" else "–"
+    lines.append(
+        f"| {what} | {r['model']} | {r['batch_size']} | {r['examples_per_s']:,.0f} | {steps} | "
+        f"{r['compile_seconds']:.2f} | {r['product_gflops_per_s']:.1f} | "
+        f"{r['roofline_gflops_per_s']:.1f} | {r['roofline_ratio']:.1%} |")
+  return "\n".join(lines)

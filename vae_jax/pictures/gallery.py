@@ -1,0 +1,243 @@
+"""Every picture of a trained model, from its workdir: PNGs plus TensorBoard images.
+
+Used by ``python -m experiments.pictures``. A run's checkpoint is read back
+(``checkpoint_eval.load_run``, read-only) and its test images are shown as the
+model sees them (the evaluation's fixed binarization or dequantization), so the
+pictures of a run are the same every time. They are written to
+``WORKDIR/pictures/step_STEP/`` (one PNG each, and an event file there for
+TensorBoard), which is refused if it exists: nothing made earlier is replaced.
+
+On a sweep directory, each finished member gets its pictures and
+``DIR/pictures/comparison.png`` shows the members side by side (the likelihood
+study: reconstructions, E[x|z] and x ~ p(x|z) per decoder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import textwrap
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from clu import metric_writers
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from vae_jax.evaluation import saved_run as checkpoint_eval
+from vae_jax.data import datasets
+from vae_jax.core import distributions as D
+from vae_jax.evaluation import evaluator as evaluation
+from vae_jax.pictures import images
+from vae_jax.pictures import latent as lp
+from vae_jax.models import gaussian_vae as models
+from vae_jax.analysis import tables
+from vae_jax import validation
+from vae_jax.training import workdir as workdir_lib
+
+PICTURES_DIR = "pictures"
+
+
+@dataclasses.dataclass(frozen=True)
+class PictureSpec:
+  """How many of each; the defaults make pictures a page can hold."""
+  num_reconstructions: int = 32
+  num_samples: int = 64
+  columns: int = 8
+  interpolation_rows: int = 8
+  interpolation_steps: int = 10
+  traversal_range: float = 3.0     # z_d from -range to +range (prior standard deviations)
+  traversal_steps: int = 11
+  manifold_size: int = 20
+  num_encoded: int = 10_000        # test images encoded for KLs, scatter and class means
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Labelled:
+  """Test images as the model sees them, with labels (for scatter and arithmetic)."""
+  inputs: np.ndarray
+  labels: np.ndarray
+  source: str
+
+
+def _inputs(dataset: datasets.Dataset, count: int, preprocessing: str, seed: int) -> np.ndarray:
+  count = min(count, len(dataset.test))
+  return np.asarray(evaluation.eval_inputs(dataset.test[:count], np.arange(count),
+                                           preprocessing, seed))
+
+
+def labelled_data(run: checkpoint_eval.Run, spec: PictureSpec,
+                  borrow: Optional[str] = None) -> Optional[Labelled]:
+  """The run's labelled test data, or that of ``borrow`` (same image shape) if it has none.
+
+  Binarized MNIST has no labels; ``borrow='mnist_5k'`` shows the model real
+  labelled digits, binarized as the model's likelihood needs.
+  """
+  dataset, preprocessing = run.dataset, run.preprocessing
+  if borrow:
+    dataset = datasets.load(borrow)
+    if dataset.image_shape != run.dataset.image_shape:
+      raise validation.ConfigError(
+          f"--labelled_data={borrow!r} has images of shape {dataset.image_shape}; the model "
+          f"was trained on {run.dataset.image_shape} ({run.dataset.name!r}).")
+    preprocessing = validation.resolve_preprocessing(borrow, "auto", run.model.likelihood)
+  if dataset.test_labels is None:
+    return None
+  inputs = _inputs(dataset, spec.num_encoded, preprocessing, spec.seed)
+  return Labelled(inputs, dataset.test_labels[:len(inputs)], dataset.name)
+
+
+def make_pictures(run: checkpoint_eval.Run, spec: PictureSpec = PictureSpec(),
+                  labelled: Optional[Labelled] = None) -> dict[str, np.ndarray]:
+  """{name: uint8 image [H, W, C]} of every picture that applies to this model."""
+  model, params = run.model, run.params
+  rng = jax.random.PRNGKey(spec.seed)
+  out = images.model_pictures(model, params, _inputs(run.dataset, spec.num_reconstructions,
+                                                     run.preprocessing, spec.seed),
+                              spec.num_samples, spec.seed, spec.columns)
+  if spec.num_samples:  # the same z as "samples": E[x|z] there, a draw x ~ p(x|z) here
+    z = jax.random.normal(rng, (spec.num_samples, model.latent_dim))
+    drawn = jax.jit(lambda p: images.sample_observation(model, p, z, jax.random.fold_in(rng, 2)))
+    out["samples_from_likelihood"] = images.grid(np.asarray(drawn(params)), spec.columns)
+
+  encoded = _inputs(run.dataset, spec.num_encoded, run.preprocessing, spec.seed)
+  mean, logvar = jax.jit(lambda p, x: models.encode(model, p, x))(params, encoded)
+  mean = np.asarray(mean)
+  kl_per_dim = np.asarray(jnp.mean(D.kl_to_standard_normal_per_dim(mean, logvar), 0))
+
+  pairs = min(spec.interpolation_rows, len(encoded) // 2)
+  if pairs:
+    out["interpolation_linear"] = lp.interpolation(
+        model, params, encoded[:pairs], encoded[pairs:2 * pairs], spec.interpolation_steps)
+  if spec.interpolation_rows:
+    out["interpolation_prior_spherical"] = lp.prior_interpolation(
+        model, params, jax.random.fold_in(rng, 3), spec.interpolation_rows,
+        spec.interpolation_steps)
+  values = np.linspace(-spec.traversal_range, spec.traversal_range, spec.traversal_steps)
+  out["traversals"], _ = lp.traversals(model, params, mean[0], kl_per_dim, values)
+  if model.latent_dim == 2:
+    out["manifold"] = lp.manifold(model, params, spec.manifold_size)
+  codes, labels, source = mean, None, run.dataset.name
+  if labelled is not None:
+    codes = np.asarray(jax.jit(lambda p, x: models.encode(model, p, x)[0])(
+        params, labelled.inputs))
+    labels, source = labelled.labels, labelled.source
+  if model.latent_dim == 2:
+    out["latent_scatter"] = lp.scatter(
+        codes, labels, f"posterior means of {len(codes)} test images of {source}")
+  if labelled is not None:
+    means = lp.class_means(codes, labelled.labels)
+    first = [int(np.flatnonzero(labelled.labels == c)[0]) for c in sorted(means)]
+    out["latent_arithmetic"] = lp.arithmetic(model, params, labelled.inputs[first],
+                                             labelled.labels[first], means)
+  return out
+
+
+def output_dir(workdir: str, step: int) -> str:
+  return os.path.join(workdir, PICTURES_DIR, f"step_{step:08d}")
+
+
+def write_pictures(pictures: dict[str, np.ndarray], directory: str, step: int) -> list[str]:
+  """One PNG per picture and a TensorBoard event file, in a directory that must not exist."""
+  if os.path.exists(directory):
+    raise workdir_lib.WorkdirError(
+        f"{directory} exists: these pictures were made already. Move it away to remake them.")
+  os.makedirs(directory)
+  paths = []
+  for name, picture in pictures.items():
+    paths.append(os.path.join(directory, f"{name}.png"))
+    images.save_png(paths[-1], picture)
+  writer = metric_writers.SummaryWriter(directory)
+  writer.write_images(step, {k: v[None] for k, v in pictures.items()})
+  writer.close()
+  return paths
+
+
+def pictures_of_run(run: checkpoint_eval.Run, spec: PictureSpec = PictureSpec(),
+                    borrow_labels: Optional[str] = None,
+                    directory: Optional[str] = None) -> tuple[str, dict[str, np.ndarray]]:
+  """Makes and writes every picture of a run's checkpoint; returns (directory, pictures)."""
+  directory = directory or output_dir(run.workdir, run.step)
+  if os.path.exists(directory):  # before the work, not after
+    raise workdir_lib.WorkdirError(
+        f"{directory} exists: these pictures were made already. Move it away to remake them.")
+  labelled = labelled_data(run, spec, borrow_labels)
+  if labelled is None:
+    logging.info("%s has no labels: no latent arithmetic%s. Pass --labelled_data=mnist_5k "
+                 "to borrow labelled digits.", run.dataset.name,
+                 ", the scatter is uncoloured" if run.model.latent_dim == 2 else "")
+  pictures = make_pictures(run, spec, labelled)
+  write_pictures(pictures, directory, run.step)
+  logging.info("Wrote %d pictures of step %d to %s: %s", len(pictures), run.step, directory,
+               ", ".join(sorted(pictures)))
+  return directory, pictures
+
+
+def is_sweep(workdir: str) -> bool:
+  return os.path.exists(os.path.join(workdir, tables.SWEEP_FILE))
+
+
+COMPARED = ("reconstructions", "samples", "samples_from_likelihood")
+_TITLES = {"reconstructions": "test inputs (odd rows) and reconstructions",
+           "samples": "E[x|z], z ~ p(z)\n(autoregressive decoder: P(x_i = 1 | x_<i, z) along a draw)",
+           "samples_from_likelihood": "x ~ p(x|z), the same z"}
+
+
+def comparison(named: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+  """Members side by side: one row each, columns as in ``COMPARED``."""
+  rows = len(named)
+  fig = Figure(figsize=(4.2 * len(COMPARED), 4.4 * rows), dpi=100, layout="constrained")
+  canvas = FigureCanvasAgg(fig)
+  for r, (name, pictures) in enumerate(named.items()):
+    for c, key in enumerate(COMPARED):
+      ax = fig.add_subplot(rows, len(COMPARED), r * len(COMPARED) + c + 1)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if key in pictures:
+        picture = pictures[key]
+        ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray",
+                  vmin=0, vmax=255, interpolation="nearest")
+      ax.set_title(_TITLES[key], fontsize=9)
+      if c == 0:
+        ax.set_ylabel("\n".join(textwrap.wrap(name, 30)), fontsize=10)
+  canvas.draw()
+  return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def pictures_of_sweep(sweep_dir: str, spec: PictureSpec = PictureSpec(),
+                      borrow_labels: Optional[str] = None) -> str:
+  """DIR/pictures/comparison.png: one row per setting, from its first finished seed.
+
+  Each member shown gets its own pictures too (made once, reused after).
+  """
+  path = os.path.join(sweep_dir, PICTURES_DIR, "comparison.png")
+  if os.path.exists(path):
+    raise workdir_lib.WorkdirError(f"{path} exists. Move it away to remake it.")
+  _, members = tables.read_sweep(sweep_dir)
+  shown = {}
+  for member in members:
+    if member.status != "done":
+      logging.warning("Sweep member %s is %s: not pictured.", member.name, member.status)
+      continue
+    shown.setdefault(tables.setting_label(member.setting) or member.name, member)
+  named = {}
+  for label, member in shown.items():
+    run = checkpoint_eval.load_run(os.path.join(sweep_dir, member.name))
+    directory = output_dir(run.workdir, run.step)
+    if os.path.exists(directory):
+      logging.info("Reusing the pictures in %s.", directory)
+      named[label] = {k: images.load_png(os.path.join(directory, f"{k}.png"))
+                       for k in COMPARED
+                       if os.path.exists(os.path.join(directory, f"{k}.png"))}
+      continue
+    _, named[label] = pictures_of_run(run, spec, borrow_labels)
+  if not named:
+    raise workdir_lib.WorkdirError(f"No finished member in {sweep_dir} to picture.")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  images.save_png(path, comparison(named))
+  logging.info("Wrote %s", path)
+  return path

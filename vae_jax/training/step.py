@@ -1,0 +1,234 @@
+"""Train state, optimizer and the per-device train step, scanned over many steps.
+
+``make_train_chunk`` returns a pure per-device function: it runs ``num_steps``
+optimizer steps in one ``lax.scan`` (Python does not run per step), reading its
+batches from the uint8 dataset already on the device, and averages gradients
+over the devices with ``pmean`` on ``parallel.AXIS_NAME``. ``parallel``
+maps it over devices; nothing here knows how many there are.
+
+Non-finite numbers: every step's loss and gradient norm come back to the host,
+which stops the run (``first_nonfinite``) before anything is saved; or, with
+``optim.on_nonfinite="skip"``, ``optax.apply_if_finite`` drops such updates and
+counts them in the optimizer state (so in checkpoints too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vae_jax.data import pipeline
+from vae_jax.models import gaussian_vae as models
+from vae_jax.objectives import elbo as objectives
+from vae_jax import parallel
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array       # int32 scalar: optimizer steps taken
+  params: Any
+  opt_state: Any
+  rng: jax.Array        # the run's base key; every draw folds in (stream, step, example)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+  """Static facts the compiled train step is specialised on."""
+  num_examples: int
+  global_batch: int
+  per_device_batch: int
+  preprocessing: str
+  beta: float
+  kl_warmup_steps: int
+  free_bits: float
+  kl_estimator: str
+  skip_nonfinite: bool = False
+  nan_at_step: int = -1   # fault injection for tests: update N's loss becomes NaN
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.num_examples // self.global_batch
+
+
+def spec_from_config(config: ml_collections.ConfigDict, num_examples: int,
+                     preprocessing: str) -> TrainSpec:
+  """The TrainSpec of a (validated) config on a training set of ``num_examples``."""
+  return TrainSpec(
+      num_examples=num_examples, global_batch=config.batch_size,
+      per_device_batch=parallel.per_device(config.batch_size, "batch_size"),
+      preprocessing=preprocessing, beta=config.objective.beta,
+      kl_warmup_steps=config.objective.warmup_steps,
+      free_bits=config.objective.free_bits, kl_estimator=config.objective.kl_estimator,
+      skip_nonfinite=config.optim.on_nonfinite == "skip",
+      nan_at_step=config.debug.nan_at_step)
+
+
+def learning_rate_schedule(optim: ml_collections.ConfigDict,
+                           total_steps: int) -> optax.Schedule:
+  lr, warmup = optim.learning_rate, optim.warmup_steps
+  if optim.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        0.0, lr, warmup, max(total_steps, warmup + 1))
+  if warmup:
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+  return optax.constant_schedule(lr)
+
+
+def make_optimizer(optim: ml_collections.ConfigDict,
+                   total_steps: int) -> optax.GradientTransformation:
+  schedule = learning_rate_schedule(optim, total_steps)
+  if optim.optimizer == "adam":
+    opt = optax.adam(schedule)
+  elif optim.optimizer == "adamw":
+    opt = optax.adamw(schedule, weight_decay=optim.weight_decay)
+  else:
+    opt = optax.sgd(schedule)
+  if optim.grad_clip_norm > 0:
+    opt = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), opt)
+  # One vector for all parameters: the per-parameter update (memory-bound, a few
+  # elementwise passes) runs as a few large loops instead of a few per leaf.
+  opt = optax.flatten(opt)
+  if optim.on_nonfinite == "skip":
+    opt = optax.apply_if_finite(opt, max_consecutive_errors=optim.max_consecutive_nonfinite)
+  return opt
+
+
+def create_train_state(seed: int, model: models.VAE,
+                       tx: optax.GradientTransformation) -> TrainState:
+  init_rng, run_rng = jax.random.split(jax.random.PRNGKey(seed))
+  params = models.init_params(model, init_rng)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params), rng=run_rng)
+
+
+def make_train_chunk(model: models.VAE, tx: optax.GradientTransformation,
+                     spec: TrainSpec):
+  """Per-device fn(state, images, perms, num_steps) -> (state, metrics stacked over steps).
+
+  ``perms``: the permutations of the ``epochs_touched(spec, num_steps)`` epochs
+  from the state's epoch on (a tuple of [N] arrays), so a chunk may cross epoch
+  boundaries at no per-step cost. ``num_steps`` is static: one compilation per
+  distinct chunk length.
+  """
+  axis = parallel.AXIS_NAME
+
+  def train_step(state: TrainState, images: jax.Array, perms: jax.Array,
+                 first_epoch: jax.Array):
+    epoch, step_in_epoch = jnp.divmod(state.step, spec.steps_per_epoch)
+    indices, positions = pipeline.local_batch_indices(
+        perms, epoch - first_epoch, step_in_epoch, spec.global_batch, spec.per_device_batch,
+        jax.lax.axis_index(axis))
+    pixel_keys = pipeline.example_keys(
+        pipeline.stream_key(state.rng, pipeline.STREAM_PIXELS, state.step), positions)
+    latent_keys = pipeline.example_keys(
+        pipeline.stream_key(state.rng, pipeline.STREAM_LATENT, state.step), positions)
+    x = pipeline.preprocess(jnp.take(images, indices, axis=0), pixel_keys,
+                            spec.preprocessing)
+    beta = objectives.beta_at(state.step, spec.beta, spec.kl_warmup_steps)
+
+    def loss_fn(params):
+      terms = objectives.vae_terms(model, params, x, latent_keys, spec.kl_estimator)
+      loss, metrics = objectives.training_loss(terms, beta, spec.free_bits, axis)
+      if spec.nan_at_step > 0:
+        loss = loss * jnp.where(state.step + 1 == spec.nan_at_step, jnp.nan, 1.0)
+        metrics["loss"] = loss
+      return loss, metrics
+
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads = jax.lax.pmean(grads, axis)
+    metrics = jax.lax.pmean(metrics, axis)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    if spec.skip_nonfinite:  # a non-finite loss voids the update even if grads are finite
+      grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(metrics["loss"]), g, jnp.nan),
+                           grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if spec.skip_nonfinite:
+      metrics["skipped_updates"] = opt_state.total_notfinite
+      metrics["consecutive_nonfinite"] = opt_state.notfinite_count
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+  def train_chunk(state: TrainState, images: jax.Array, perms: tuple, num_steps: int):
+    first_epoch = state.step // spec.steps_per_epoch
+    perms = jnp.stack(perms)
+    return jax.lax.scan(lambda s, _: train_step(s, images, perms, first_epoch), state,
+                        None, length=num_steps)
+
+  return train_chunk
+
+
+def epochs_touched(spec: TrainSpec, num_steps: int) -> int:
+  """How many epochs a chunk of ``num_steps`` can reach into, from wherever it starts."""
+  return -(-num_steps // spec.steps_per_epoch) + 1
+
+
+class DataParallelTrainChunk:
+  """``make_train_chunk`` on every device, drawing each epoch's permutation once.
+
+  Call as fn(replicated state, replicated images, step, num_steps) -> (state,
+  metrics), ``step`` being the state's step (the host knows it without waiting
+  for the devices). The state's buffers are donated: use the returned state.
+  A permutation of 50,000 examples takes about 16 ms on a 2-core CPU; drawn
+  anew in every 200-step dispatch, the epochs it touches would cost ~8 % of the
+  default model's training time.
+  """
+
+  def __init__(self, model: models.VAE, tx: optax.GradientTransformation, spec: TrainSpec):
+    self._spec = spec
+    self._chunk = parallel.data_parallel(make_train_chunk(model, tx, spec),
+                                         static_argnums=(3,), donate_argnums=(0,))
+    self._permutation = parallel.data_parallel(
+        lambda rng, epoch: pipeline.epoch_permutation(rng, epoch, spec.num_examples))
+    self._perms = {}  # epoch -> its permutation, replicated; only the current window kept
+
+  def permutations(self, rng: jax.Array, step: int, num_steps: int) -> tuple:
+    """The replicated permutations a chunk from ``step`` needs (``rng``: replicated)."""
+    first = step // self._spec.steps_per_epoch
+    epochs = range(first, first + epochs_touched(self._spec, num_steps))
+    self._perms = {e: self._perms[e] if e in self._perms else
+                   self._permutation(rng, parallel.replicate(np.int32(e))) for e in epochs}
+    return tuple(self._perms[e] for e in epochs)
+
+  def __call__(self, rstate: TrainState, images: jax.Array, step: int, num_steps: int):
+    perms = self.permutations(rstate.rng, step, num_steps)
+    return self._chunk(rstate, images, perms, num_steps)
+
+
+CHECKED = ("loss", "grad_norm")
+
+
+class NonFiniteError(FloatingPointError):
+  """A NaN or Inf in the loss or gradient norm; nothing after it was saved."""
+
+
+def first_nonfinite(chunks: list[tuple[int, dict]],
+                    max_consecutive: Optional[int] = None) -> Optional[str]:
+  """Describes the first step whose loss or gradient norm is not finite, or None.
+
+  ``chunks``: (first step, host metrics [steps]) per dispatch. With
+  ``max_consecutive`` (skip mode) only a run of that many skipped updates counts.
+  """
+  for start, metrics in chunks:
+    if max_consecutive is not None:
+      consecutive = metrics["consecutive_nonfinite"]
+      if (consecutive >= max_consecutive).any():
+        i = int(np.argmax(consecutive >= max_consecutive))
+        return (f"{max_consecutive} consecutive non-finite updates, the last at step "
+                f"{start + i + 1} (optim.max_consecutive_nonfinite)")
+      continue
+    values = {k: metrics[k] for k in CHECKED}
+    bad = np.logical_or.reduce([~np.isfinite(v) for v in values.values()])
+    if bad.any():
+      i = int(np.argmax(bad))
+      named = " and ".join(f"{k} ({v[i]})" for k, v in values.items() if not np.isfinite(v[i]))
+      return f"non-finite {named} at step {start + i + 1}"
+  return None
