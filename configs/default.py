@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.fallback = "mnist_5k"      # used (loudly) if the dataset can't be had; "" = fail
 
   config.model = ml_collections.ConfigDict()
+  config.model.name = "gaussian_vae"     # the family: a module of vae_jax/models (docs/models.md)
   config.model.encoder = "mlp"           # "mlp" | "conv" | "global" (one q(z) for all x)
   config.model.decoder = "mlp"
   config.model.latent_dim = 20

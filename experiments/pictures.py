@@ -18,7 +18,7 @@ from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-positio
 from absl import flags
 
 from vae_jax.evaluation import saved_run as checkpoint_eval
-from vae_jax.pictures import gallery as pictures
+from vae_jax.analysis import gallery as pictures
 from vae_jax.analysis import tables
 from vae_jax.training import loop as train
 

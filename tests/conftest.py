@@ -61,12 +61,15 @@ def make_config(**overrides):
 
 def saved_state(workdir, config, image_shape=(8, 8, 1), step=None):
   """(the state a run saved at ``step`` or its latest, the run's initial state)."""
+  from vae_jax import models  # pylint: disable=g-import-not-at-top
+  from vae_jax.data import datasets  # pylint: disable=g-import-not-at-top
   from vae_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
-  from vae_jax.models import gaussian_vae as models  # pylint: disable=g-import-not-at-top
-  from vae_jax.training import step as training  # pylint: disable=g-import-not-at-top
-  model = models.build_model(config.model, image_shape)
-  init = training.create_train_state(config.seed, model,
-                                     training.make_optimizer(config.optim, 1))
+  from vae_jax.training import state as state_lib  # pylint: disable=g-import-not-at-top
+  info = datasets.info(config.data.name)
+  model = models.build(config, datasets.DataInfo(info.name, tuple(image_shape), info.binary,
+                                                 info.num_classes))
+  init = state_lib.create_train_state(config.seed, model,
+                                      state_lib.make_optimizer(config.optim, 1))
   ckpt = checkpoints.Checkpointer(str(workdir), 3, read_only=True)
   state, _ = ckpt.restore_latest(init) if step is None else ckpt.restore(step, init)
   return state, init

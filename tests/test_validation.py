@@ -27,6 +27,10 @@ BAD = [
     ("model.depth", 5, "divide by 2**depth"),  # with the conv encoder below
     ("data.preprocessing", "binary", "not binary"),  # with data.name=mnist below
     ("data.fallback", "cifar10", "'' (no fallback)"),
+    ("objective.beta", float("nan"), "finite"),
+    ("objective.beta", float("inf"), "finite"),
+    ("optim.learning_rate", float("nan"), "finite"),
+    ("model.name", "nosuch", "'gaussian_vae'"),
 ]
 
 
@@ -61,18 +65,29 @@ def test_bad_value_fails_before_data_or_compilation(field, value, allowed, tmp_p
 def test_gaussian_likelihood_needs_continuous_pixels():
   config = default.get_config()
   config.model.likelihood = "gaussian_fixed"
-  config.data.preprocessing = "dynamic"
+  config.data.name, config.data.preprocessing = "mnist", "dynamic"
   with pytest.raises(validation.ConfigError, match="config.data.preprocessing='dynamic'"):
     validation.validate(config)
-  config.data.name, config.data.preprocessing = "mnist", "auto"
+  config.data.preprocessing = "auto"
   validation.validate(config)  # auto -> dequantize
+
+
+@pytest.mark.parametrize("likelihood,preprocessing,field", [
+    ("gaussian_learned", "auto", "data.name='binarized_mnist'"),  # 0/1 read as 8-bit levels
+    ("bernoulli", "dynamic", "data.preprocessing='dynamic'"),     # 0/1 read as 8-bit levels
+])
+def test_binary_data_is_not_read_as_intensities(likelihood, preprocessing, field):
+  config = default.get_config()
+  config.model.likelihood, config.data.preprocessing = likelihood, preprocessing
+  with pytest.raises(validation.ConfigError, match=field + ".*already binary"):
+    validation.validate(config)
 
 
 def test_defaults_are_valid_and_preprocessing_resolves():
   validation.validate(default.get_config())
-  assert validation.resolve_preprocessing("binarized_mnist", "auto", "bernoulli") == "binary"
-  assert validation.resolve_preprocessing("mnist", "auto", "bernoulli") == "dynamic"
-  assert validation.resolve_preprocessing("cifar10", "auto", "gaussian_learned") == "dequantize"
+  assert validation.resolve_preprocessing("binarized_mnist", "auto", "binary") == "binary"
+  assert validation.resolve_preprocessing("mnist", "auto", "binary") == "dynamic"
+  assert validation.resolve_preprocessing("cifar10", "auto", "continuous") == "dequantize"
 
 
 def test_beta_config_argument():

@@ -7,64 +7,24 @@ would be valid, so a typo costs seconds, not a compile and a crash mid-run.
 from __future__ import annotations
 
 import difflib
-import numbers
-from typing import Any, Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import ml_collections
 from ml_collections.config_flags import config_flags  # ConfigFileFlagParser: not re-exported
 
-from vae_jax.data import datasets
-from vae_jax.data import pipeline as input_pipeline
-from vae_jax.core import likelihoods
-from vae_jax.models import gaussian_vae as models
-from vae_jax.objectives import elbo as objectives
+from vae_jax import models
 from vae_jax import parallel
+from vae_jax.core import checks
+from vae_jax.data import datasets
+from vae_jax.data import pipeline
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine")
 NONFINITE_POLICIES = ("stop", "skip")
 
-
-class ConfigError(ValueError):
-  """A config field holds a value the code cannot run with."""
-
-
-def _get(config: ml_collections.ConfigDict, field: str) -> Any:
-  node = config
-  for part in field.split("."):
-    if part not in node:
-      raise ConfigError(f"config.{field} is missing; start from configs/default.py.")
-    node = node[part]
-  return node
-
-
-def _fail(field: str, value: Any, valid: str) -> None:
-  raise ConfigError(f"config.{field}={value!r} is invalid: {valid}.")
-
-
-def _choice(config, field: str, allowed: Iterable[str]) -> str:
-  value = _get(config, field)
-  if value not in tuple(allowed):
-    _fail(field, value, f"valid values are {', '.join(map(repr, allowed))}")
-  return value
-
-
-def _number(config, field: str, *, minimum: float, integer: bool = False,
-            strict: bool = False) -> float:
-  value = _get(config, field)
-  kind = numbers.Integral if integer else numbers.Real
-  bad_type = isinstance(value, bool) or not isinstance(value, kind)
-  if bad_type or value < minimum or (strict and value == minimum):
-    word = "an integer" if integer else "a number"
-    _fail(field, value, f"must be {word} {'>' if strict else '>='} {minimum}")
-  return value
-
-
-def _boolean(config, field: str) -> bool:
-  value = _get(config, field)
-  if not isinstance(value, bool):
-    _fail(field, value, "must be True or False")
-  return value
+ConfigError = checks.ConfigError
+_get, _fail, _choice, _number, _boolean = (checks.get, checks.fail, checks.choice,
+                                          checks.number, checks.boolean)
 
 
 def field_names(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -116,24 +76,45 @@ def check_overrides(argv: Sequence[str], default_config: Optional[str]) -> None:
                         f"their sub-fields (see configs/default.py).")
 
 
-def resolve_preprocessing(name: str, preprocessing: str, likelihood: str) -> str:
-  """'auto' -> how this dataset's pixels feed this likelihood."""
+def resolve_preprocessing(name: str, preprocessing: str, observes: str) -> str:
+  """'auto' -> how this dataset's pixels feed a likelihood of ``observes`` pixels.
+
+  ``observes``: 'binary' or 'continuous' (``models.observes(config)``).
+  """
   if preprocessing != "auto":
     return preprocessing
-  if likelihoods.is_continuous(likelihood):
+  if observes == "continuous":
     return "dequantize"
   return "binary" if datasets.is_binary(name) else "dynamic"
 
 
-def check_data_model(name: str, preprocessing: str, likelihood: str) -> None:
-  """The pixels a likelihood sees must be of its kind (binary vs continuous)."""
-  if preprocessing == "binary" and not datasets.is_binary(name):
+def preprocessing_of(config: ml_collections.ConfigDict, name: Optional[str] = None) -> str:
+  """The preprocessing a (validated) config uses on dataset ``name`` (default: its own)."""
+  return resolve_preprocessing(name or config.data.name, config.data.preprocessing,
+                               models.observes(config))
+
+
+def check_data_model(name: str, preprocessing: str, observes: str) -> None:
+  """The pixels a likelihood sees must be of its kind, made from data of the right kind.
+
+  Binary data has no intensities: reading its {0, 1} as 8-bit levels (dynamic
+  binarization, dequantization) would train on near-black noise.
+  """
+  binary_data = datasets.is_binary(name)
+  if preprocessing == "binary" and not binary_data:
     _fail("data.preprocessing", preprocessing,
           f"dataset {name!r} is not binary; use 'dynamic' (or 'auto')")
-  continuous = likelihoods.is_continuous(likelihood)
+  if binary_data and observes == "continuous":
+    _fail("data.name", name, "its pixels are already binary, not 8-bit levels, and this "
+          "model's likelihood models continuous pixels; use a grayscale or colour dataset, "
+          "or a binary (Bernoulli) likelihood")
+  if binary_data and preprocessing == "dynamic":
+    _fail("data.preprocessing", preprocessing, f"dataset {name!r} is already binary: its "
+          "pixels are not 8-bit levels to binarize; use 'binary' (or 'auto')")
+  continuous = observes == "continuous"
   if continuous and preprocessing != "dequantize":
     _fail("data.preprocessing", preprocessing,
-          f"likelihood {likelihood!r} models continuous pixels; use 'dequantize' (or 'auto')")
+          "this model's likelihood models continuous pixels; use 'dequantize' (or 'auto')")
   if not continuous and preprocessing == "dequantize":
     _fail("data.preprocessing", preprocessing,
           "a Bernoulli likelihood needs binary pixels; use 'binary' or 'dynamic' (or 'auto')")
@@ -143,41 +124,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first invalid field and the valid values."""
   _number(config, "seed", minimum=0, integer=True)
   name = _choice(config, "data.name", datasets.DATASETS)
-  preprocessing = _choice(config, "data.preprocessing",
-                          ("auto",) + input_pipeline.PREPROCESSING)
+  preprocessing = _choice(config, "data.preprocessing", ("auto",) + pipeline.PREPROCESSING)
   fallback = _get(config, "data.fallback")
   if fallback not in ("", None, *datasets.EMBEDDED_DATASETS):
     _fail("data.fallback", fallback,
           f"use '' (no fallback) or one of {', '.join(datasets.EMBEDDED_DATASETS)}")
 
-  encoder = _choice(config, "model.encoder", models.ENCODERS)
-  decoder = _choice(config, "model.decoder", models.DECODERS)
-  _number(config, "model.latent_dim", minimum=1, integer=True)
-  _number(config, "model.width", minimum=1, integer=True)
-  depth = _number(config, "model.depth", minimum=0, integer=True)
-  _choice(config, "model.activation", models.ACTIVATIONS)
-  likelihood = _choice(config, "model.likelihood", likelihoods.LIKELIHOODS)
-  _number(config, "model.gaussian_scale", minimum=0, strict=True)
-  if decoder == "autoregressive" and likelihood != "bernoulli":
-    _fail("model.likelihood", likelihood,
-          "decoder 'autoregressive' is a Bernoulli model of binary pixels; use 'bernoulli'")
-  if decoder == "autoregressive" and datasets.image_shape(name)[2] != 1:
-    _fail("data.name", name, "decoder 'autoregressive' models one-channel images; use a "
-          "grayscale dataset")
-  if "conv" in (encoder, decoder):
-    if depth < 1:
-      _fail("model.depth", depth, "a conv encoder/decoder needs at least 1 stage")
-    height, width, _ = datasets.image_shape(name)
-    if height % 2**depth or width % 2**depth:
-      _fail("model.depth", depth, f"conv stages halve the {height}x{width} images of "
-            f"{name!r} {depth} times; the size must divide by 2**depth")
-  check_data_model(name, resolve_preprocessing(name, preprocessing, likelihood),
-                   likelihood)
+  family = models.get(_get(config, "model.name"))
+  family.validate(config, datasets.info(name))
+  observes = family.observes(config)
+  check_data_model(name, resolve_preprocessing(name, preprocessing, observes), observes)
 
   _number(config, "objective.beta", minimum=0)
   _number(config, "objective.warmup_steps", minimum=0, integer=True)
   _number(config, "objective.free_bits", minimum=0)
-  _choice(config, "objective.kl_estimator", objectives.KL_ESTIMATORS)
 
   _choice(config, "optim.optimizer", OPTIMIZERS)
   _number(config, "optim.learning_rate", minimum=0, strict=True)

@@ -43,7 +43,7 @@ def data_mean(run) -> np.ndarray:
 
 
 def decoded(run, codes: np.ndarray) -> np.ndarray:
-  return np.asarray(images.decoded_mean(run.model, run.params, jnp.asarray(codes)))
+  return np.asarray(run.model.decode(run.params, jnp.asarray(codes)))
 
 
 def summarize(ex: dict[str, np.ndarray], runs: dict, config: ml_collections.ConfigDict

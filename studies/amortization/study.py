@@ -34,15 +34,21 @@ import numpy as np
 from absl import logging
 
 from studies.amortization import report
-from vae_jax.evaluation import saved_run as checkpoint_eval
+from studies.amortization import svi
+from vae_jax import models
+from vae_jax import validation
+from vae_jax.core import distributions as D
 from vae_jax.data import datasets
 from vae_jax.evaluation import evaluator as evaluation
+from vae_jax.evaluation import saved_run as checkpoint_eval
+from vae_jax.models import interface
 from vae_jax.objectives import iwae
-from vae_jax.models import gaussian_vae as models
-from studies.amortization import svi
 from vae_jax.training import loop as train
-from vae_jax import validation
 from vae_jax.training import workdir as workdir_lib
+
+# What the study asks of a model beyond the interface: a diagonal-Gaussian q(z|x) and
+# the decoder's log-likelihood of any z.
+NEEDS = ("posterior", "log_likelihood")
 
 RUNS = {"amortized": "mlp", "global": "global"}   # run directory -> model.encoder
 # Keys of the per-example random streams (folded into study.seed, then the example id).
@@ -112,17 +118,28 @@ def _keys(seed: int, stream: int, ids: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 6))
-def _elbo(model: models.VAE, params: dict, x: jax.Array, mean: jax.Array, logvar: jax.Array,
-          keys: jax.Array, num_samples: int) -> dict[str, jax.Array]:
+def _elbo(model: interface.Model, params: dict, x: jax.Array, mean: jax.Array,
+          logvar: jax.Array, keys: jax.Array, num_samples: int) -> dict[str, jax.Array]:
   """Per-example ELBO, rate and distortion, each an average over num_samples draws."""
   sample_keys = svi.sample_keys(keys, num_samples)
-  likelihood = svi.VAELikelihood(model)((params, x))
+  likelihood = svi.DecoderLikelihood(model)((params, x))
   terms = svi.elbo_estimate(mean, logvar, likelihood, sample_keys, chunk=10)
   return {k: terms[k] for k in ("elbo", "rate", "distortion")}
 
 
-_encode = jax.jit(models.encode, static_argnums=0)
-_iwae = jax.jit(iwae.vae_iwae_log_px, static_argnums=(0, 6, 7))
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(model: interface.Model, params: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  q = model.posterior(params, {"image": x})
+  return q.mean, q.logvar
+
+
+@functools.partial(jax.jit, static_argnums=(0, 6, 7))
+def _iwae(model: interface.Model, params: dict, x: jax.Array, mean: jax.Array,
+          logvar: jax.Array, keys: jax.Array, num_samples: int, chunk_size: int) -> jax.Array:
+  """IWAE log p(x) with a given diagonal-Gaussian q (the encoder's or a refined one)."""
+  log_weights = iwae.gaussian_log_weights(D.DiagonalGaussian(mean, logvar),
+                                          model.log_likelihood(params, {"image": x}), keys)
+  return iwae.log_px(log_weights, num_samples, chunk_size)
 
 
 def _batch(runs: dict, study: ml_collections.ConfigDict, x: jax.Array,
@@ -194,6 +211,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   start = time.time()
   validate_study(config)
   validation.validate(run_config(config, "mlp"))
+  interface.require(models.build(run_config(config, "mlp"), datasets.info(config.data.name)),
+                    NEEDS, "The amortization study")
   workdir = os.path.abspath(workdir)
   paths = output_paths(workdir)
   existing = [p for p in paths.values() if os.path.exists(p)]

@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vae_jax.models import gaussian_vae as models
-from vae_jax.objectives import elbo as objectives
+from vae_jax.core import distributions as D
+from vae_jax.models import interface
+from vae_jax.objectives import elbo
 
 LogLikelihood = Callable[[jax.Array], jax.Array]
 
@@ -48,7 +49,8 @@ def elbo_estimate(mean: jax.Array, logvar: jax.Array, log_likelihood: LogLikelih
   random numbers), so their difference is precise. ``chunk``: decode that many
   of the S draws at a time (``lax.map``) to bound memory; None: all at once.
   """
-  draw = lambda k: objectives.elbo_terms(mean, logvar, log_likelihood, k)
+  q = D.DiagonalGaussian(mean, logvar)
+  draw = lambda k: elbo.gaussian_elbo_terms(q, log_likelihood, k)
   terms = jax.vmap(draw)(keys) if chunk is None else jax.lax.map(draw, keys, batch_size=chunk)
   return jax.tree.map(lambda v: jnp.mean(v, axis=0), terms)
 
@@ -111,16 +113,21 @@ def fit(log_likelihood_fn: Callable[[Any], LogLikelihood], data: Any, init_mean:
 
 
 @dataclasses.dataclass(frozen=True)
-class VAELikelihood:
-  """(params, x) -> (z -> log p(x|z)) for a VAE's decoder; hashable by its model."""
-  model: models.VAE
+class DecoderLikelihood:
+  """(params, x) -> (z -> log p(x|z)) for a model's decoder; hashable by its model.
+
+  For families with a decoder ``log_likelihood(params, batch)`` (a diagonal-Gaussian
+  posterior family such as the Gaussian VAE).
+  """
+  model: interface.Model
 
   def __call__(self, data: tuple[dict, jax.Array]) -> LogLikelihood:
     params, x = data
-    return objectives.log_likelihood_fn(self.model, params, x)
+    return self.model.log_likelihood(params, {"image": x})
 
 
-def refine(model: models.VAE, params: dict, x: jax.Array, init_mean: jax.Array,
+def refine(model: interface.Model, params: dict, x: jax.Array, init_mean: jax.Array,
            init_logvar: jax.Array, keys: jax.Array, **svi_kwargs) -> SVIResult:
-  """``fit`` with a VAE's decoder on images x [B, H, W, C] (its encoder is not used)."""
-  return fit(VAELikelihood(model), (params, x), init_mean, init_logvar, keys, **svi_kwargs)
+  """``fit`` with a model's decoder on images x [B, H, W, C] (its encoder is not used)."""
+  return fit(DecoderLikelihood(model), (params, x), init_mean, init_logvar, keys,
+             **svi_kwargs)

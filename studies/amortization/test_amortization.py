@@ -15,7 +15,8 @@ import pytest
 from studies.amortization import config as study_config
 from tests.conftest import set_fields
 from studies.amortization import study as amortization
-from vae_jax.models import gaussian_vae as models
+from vae_jax import models
+from vae_jax.data import datasets
 from vae_jax.training import loop as train
 from vae_jax import validation
 from vae_jax.training import workdir as workdir_lib
@@ -103,13 +104,13 @@ def test_bad_field_fails_before_training(tmp_path, field, value, message):
 
 
 def test_global_encoder_ignores_x():
-  config = study_config.get_config("data=squares").model
-  config.encoder, config.latent_dim = "global", 3
-  model = models.build_model(config, (8, 8, 1))
-  params = models.init_params(model, jax.random.PRNGKey(0))
+  config = study_config.get_config("data=squares")
+  config.model.encoder, config.model.latent_dim = "global", 3
+  model = models.build(config, datasets.DataInfo("squares", (8, 8, 1), True, None))
+  params = model.init(jax.random.PRNGKey(0))
   assert set(params["enc"]) == {"mean", "logvar"}
-  mean, logvar = models.encode(model, params, jax.random.uniform(jax.random.PRNGKey(1),
-                                                                 (4, 8, 8, 1)))
+  q = model.posterior(params, {"image": jax.random.uniform(jax.random.PRNGKey(1), (4, 8, 8, 1))})
+  mean, logvar = q.mean, q.logvar
   assert mean.shape == logvar.shape == (4, 3)
   np.testing.assert_array_equal(mean, jnp.broadcast_to(params["enc"]["mean"], (4, 3)))
   full = study_config.get_config("data=squares")

@@ -14,9 +14,10 @@ from tests.conftest import make_config
 from tests.linear_gaussian import K, X, exact_posterior, log_likelihood_fn, log_px
 from vae_jax.data import datasets
 from vae_jax.evaluation import evaluator as evaluation
-from vae_jax.models import gaussian_vae as models
-from vae_jax import parallel
 from studies.amortization import svi
+from vae_jax import models
+from vae_jax import parallel
+from vae_jax.training import state as state_lib
 from vae_jax.training import step as training
 
 KEYS = jax.random.split(jax.random.PRNGKey(0), len(X))
@@ -93,20 +94,21 @@ def test_refinement_raises_a_trained_vaes_elbo():
   """
   config = make_config(num_train_steps=300)
   data = datasets.load("digits")
-  model = models.build_model(config.model, data.image_shape)
-  tx = training.make_optimizer(config.optim, 300)
+  model = models.build(config, data.info)
+  tx = state_lib.make_optimizer(config.optim, 300)
   chunk = training.DataParallelTrainChunk(
       model, tx, training.spec_from_config(config, len(data.train), "dynamic"))
-  state, _ = chunk(parallel.replicate(training.create_train_state(0, model, tx)),
-                   parallel.replicate(data.train), 0, 300)
+  state, _ = chunk(parallel.replicate(state_lib.create_train_state(0, model, tx)),
+                   parallel.replicate(data.arrays("train")), 0, 300)
   params = parallel.unreplicate(state.params)
   ids = jnp.arange(100, dtype=jnp.int32)
   x = evaluation.eval_inputs(jnp.asarray(data.test[:100]), ids, "dynamic", 0)
-  mean, logvar = models.encode(model, params, x)
+  q = model.posterior(params, {"image": x})
+  mean, logvar = q.mean, q.logvar
   refined = svi.refine(model, params, x, mean, logvar,
                        jax.random.split(jax.random.PRNGKey(0), 100), num_steps=200,
                        num_samples=4, learning_rate=0.02)
-  likelihood = svi.VAELikelihood(model)((params, x))
+  likelihood = svi.DecoderLikelihood(model)((params, x))
   keys = svi.sample_keys(jax.random.split(jax.random.PRNGKey(1), 100), 200)
   elbo = jax.jit(lambda m, lv: svi.elbo_estimate(m, lv, likelihood, keys, chunk=50)["elbo"])
   gain = np.asarray(elbo(refined.mean, refined.logvar) - elbo(mean, logvar))

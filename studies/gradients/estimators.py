@@ -29,8 +29,7 @@ import numpy as np
 from scipy import stats
 
 from vae_jax.core import distributions as D
-from vae_jax.models import gaussian_vae as models
-from vae_jax.objectives import elbo as objectives
+from vae_jax.models import interface
 
 ESTIMATORS = ("pathwise", "score", "score_loo")
 PyTree = Any
@@ -50,7 +49,7 @@ def surrogate(estimator: str, f: Callable[[jax.Array], jax.Array], mean: jax.Arr
 
   The target is mean_b E_{z ~ N(mean_b, exp(logvar_b))}[f(z)_b]: ``f`` maps
   z [B, D] to per-row values [B] (row b only depends on z_b), as
-  ``objectives.log_likelihood_fn`` does. Only the gradient is meaningful for
+  a decoder's log-likelihood does. Only the gradient is meaningful for
   the score-function surrogates, not the value.
   """
   if estimator not in ESTIMATORS:
@@ -76,18 +75,20 @@ def gaussian_gradient(estimator: str, f: Callable[[jax.Array], jax.Array], mean:
                   argnums=(0, 1))(mean, logvar)
 
 
-def encoder_gradient(estimator: str, model: models.VAE, params: dict, x: jax.Array,
+def encoder_gradient(estimator: str, model: interface.Model, params: dict, x: jax.Array,
                      key: jax.Array, num_samples: int) -> PyTree:
   """One estimate of grad_enc mean_b E_{q(z|x_b)}[log p(x_b|z)] (the reconstruction term).
 
-  The decoder is held fixed; the gradient flows through q's mean and logvar
-  into the encoder's parameters ``params['enc']``.
+  For a family with a diagonal-Gaussian ``posterior`` and a decoder
+  ``log_likelihood``. The decoder is held fixed; the gradient flows through q's
+  mean and logvar into the encoder's parameters ``params['enc']``.
   """
-  log_likelihood = objectives.log_likelihood_fn(model, params, x)
+  batch = {"image": x}
+  log_likelihood = model.log_likelihood(params, batch)
 
   def objective(enc):
-    mean, logvar = models.encode(model, {**params, "enc": enc}, x)
-    return surrogate(estimator, log_likelihood, mean, logvar, key, num_samples)
+    q = model.posterior({**params, "enc": enc}, batch)
+    return surrogate(estimator, log_likelihood, q.mean, q.logvar, key, num_samples)
 
   return jax.grad(objective)(params["enc"])
 

@@ -22,11 +22,11 @@ from absl import logging
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from vae_jax.evaluation import saved_run as checkpoint_eval
 from studies.gradients import estimators as E
-from vae_jax.evaluation import evaluator as evaluation
-from vae_jax.models import gaussian_vae as models
 from vae_jax import validation
+from vae_jax.evaluation import evaluator as evaluation
+from vae_jax.evaluation import saved_run as checkpoint_eval
+from vae_jax.models import interface
 from vae_jax.training import workdir as workdir_lib
 
 OUTPUTS = ("gradients.json", "gradients.md", "gradient_variance.png")
@@ -105,6 +105,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   validate(config)
   check_outputs(workdir)
   run = checkpoint_eval.load_run(config.run, None if config.step == -1 else config.step)
+  interface.require(run.model, ("posterior", "log_likelihood"), "The gradient study")
   if config.num_images > len(run.dataset.test):
     _fail("num_images", config.num_images, f"the test split has {len(run.dataset.test)} images")
   ids = np.arange(config.num_images)
@@ -178,7 +179,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
 
   dist = config.distribution_test
   xi = x[dist.image_index: dist.image_index + 1]
-  mean, logvar = models.encode(run.model, run.params, xi)
+  q = run.model.posterior(run.params, {"image": xi})
+  mean, logvar = q.mean, q.logvar
   dkey = jax.random.fold_in(key, _KEY_DISTRIBUTION)
   test = lambda **kw: E.distribution_test(np.asarray(mean[0]), np.asarray(logvar[0]), dkey,
                                           dist.num_samples, config.seed, alpha=dist.alpha, **kw)

@@ -11,7 +11,7 @@ from vae_jax.data import datasets
 from studies.gradients import estimators as E
 from vae_jax.evaluation import evaluator as evaluation
 from studies.gradients import study as gradient_study
-from vae_jax.models import gaussian_vae as models
+from vae_jax import models
 from vae_jax import validation
 from vae_jax.training import workdir as workdir_lib
 
@@ -87,8 +87,8 @@ def test_vae_encoder_estimators_agree_with_each_other_and_a_reference():
   config = make_config(model__latent_dim=4, model__width=32)
   data = datasets.load("digits")
   x = evaluation.eval_inputs(data.test[:8], np.arange(8), "dynamic", 0)
-  model = models.build_model(config.model, data.image_shape)
-  params = models.init_params(model, jax.random.PRNGKey(0))
+  model = models.build(config, data.info)
+  params = model.init(jax.random.PRNGKey(0))
   gradient = lambda e, s: lambda k: E.encoder_gradient(e, model, params, x, k, s)
   num_params = sum(v.size for v in jax.tree.leaves(params["enc"]))
   directions = E.probe_directions(np.random.default_rng(1).normal(size=num_params), 4, 0)

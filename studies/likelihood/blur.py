@@ -25,11 +25,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from vae_jax.evaluation import saved_run as checkpoint_eval
-from vae_jax.evaluation import evaluator as evaluation
-from vae_jax.pictures import images
-from vae_jax.models import gaussian_vae as models
 from vae_jax.analysis import tables
+from vae_jax.core import likelihoods
+from vae_jax.evaluation import evaluator as evaluation
+from vae_jax.evaluation import saved_run as checkpoint_eval
+from vae_jax.models import interface
 from vae_jax.training import workdir as workdir_lib
 
 OUT_DIR = "blur"
@@ -66,23 +66,23 @@ def blur_stats(run: checkpoint_eval.Run, spec: BlurSpec = BlurSpec()) -> dict[st
   targets = test.astype(np.float64) / 255.0
   inputs = evaluation.eval_inputs(test, np.arange(len(test)), run.preprocessing,
                                   run.config.eval.seed)
-  recon = np.asarray(jax.jit(lambda p, x: images.reconstruct(model, p, x))(params, inputs))
+  recon = np.asarray(jax.jit(model.reconstruct)(params, {"image": inputs}))
   z_key, x_key = jax.random.split(jax.random.PRNGKey(spec.seed))
-  z = jax.random.normal(z_key, (spec.num_samples, model.latent_dim))
-  means = np.asarray(jax.jit(lambda p: images.decoded_mean(model, p, z))(params))
-  observed = np.asarray(jax.jit(
-      lambda p: images.sample_observation(model, p, z, x_key))(params))
+  z = model.sample_prior(z_key, spec.num_samples)
+  means = np.asarray(jax.jit(lambda p: model.decode(p, z))(params))
+  observed = np.asarray(jax.jit(lambda p: model.sample_observation(p, z, x_key))(params))
   data_energy = float(np.mean(edge_energy(targets)))
   out = {"num_images": len(test), "num_samples": spec.num_samples, "seed": spec.seed,
-         "step": run.step, "likelihood": model.likelihood,
+         "step": run.step, "likelihood": run.config.model.get("likelihood"),
          "data_edge_energy": data_energy,
          "recon_rmse": float(np.sqrt(np.mean((recon - targets) ** 2))),
          "recon_edge_ratio": float(np.mean(edge_energy(recon))) / data_energy,
          "sample_edge_ratio": float(np.mean(edge_energy(means))) / data_energy,
          "observation_edge_ratio": float(np.mean(edge_energy(observed))) / data_energy}
-  if model.likelihood != "bernoulli":
-    _, log_scale = models.decode(model, params, z[:1])
-    scale = np.exp(np.asarray(log_scale, np.float64))
+  interface.require(model, ("likelihood",), "The blur measure's scale of p(x|z)")
+  observation = model.likelihood(params, z[:1])
+  if isinstance(observation, likelihoods.Gaussian):
+    scale = np.exp(np.asarray(observation.log_scale, np.float64))
     out.update(scale_median=float(np.median(scale)), scale_min=float(scale.min()),
                scale_max=float(scale.max()))
   return out

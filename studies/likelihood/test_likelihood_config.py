@@ -24,7 +24,7 @@ def test_every_member_is_a_valid_run_of_the_chosen_data(data, steps):
     run = validation.load_config_file(f"{SPEC}:data={data}")
     sweeps.apply(run, member.overrides)
     validation.validate(run)
-    pixels = validation.resolve_preprocessing(data, "auto", run.model.likelihood)
+    pixels = validation.preprocessing_of(run)
     assert pixels == ("dynamic" if run.model.likelihood == "bernoulli" else "dequantize")
 
 

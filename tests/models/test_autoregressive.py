@@ -8,20 +8,19 @@ import numpy as np
 import pytest
 
 from tests.conftest import make_config
-from vae_jax.pictures import images
-from vae_jax.objectives import iwae
-from vae_jax.core import likelihoods
-from vae_jax.models import gaussian_vae as models
-from vae_jax.objectives import elbo as objectives
-from vae_jax.training import loop as train
 from vae_jax import validation
+from vae_jax.core import distributions as D
+from vae_jax.core import likelihoods
+from vae_jax.models import gaussian_vae
+from vae_jax.objectives import iwae
+from vae_jax.training import loop as train
 
 
 def _model(shape=(8, 8, 1), latent_dim=3, width=16):
   """A small decoder with every weight perturbed off its init (the direct part starts at 0)."""
-  model = models.VAE(latent_dim=latent_dim, image_shape=shape, decoder="autoregressive",
-                     width=width, depth=1)
-  params = models.init_params(model, jax.random.PRNGKey(0))
+  model = gaussian_vae.GaussianVAE(gaussian_vae.VAE(
+      latent_dim=latent_dim, image_shape=shape, decoder="autoregressive", width=width, depth=1))
+  params = model.init(jax.random.PRNGKey(0))
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
   noisy = [a + 0.3 * jax.random.normal(k, a.shape) for a, k in zip(leaves, keys)]
@@ -36,7 +35,7 @@ def test_logit_i_depends_on_earlier_pixels_only():
   model, params = _model()
   x = _binary(jax.random.PRNGKey(2), (1, 8, 8, 1))
   z = jax.random.normal(jax.random.PRNGKey(3), (1, 3))
-  logits = lambda image: models.decode(model, params, z, image)[0].reshape(-1)
+  logits = lambda image: model.likelihood(params, z).score(image).logits.reshape(-1)
   jacobian = np.asarray(jax.jit(jax.jacobian(logits))(x)).reshape(64, 64)  # [i, j] = d logit_i / d x_j
   assert np.all(np.triu(jacobian) == 0)                            # j >= i: exactly nothing
   assert np.all(np.tril(jacobian, -1)[np.tril_indices(64, -1)] != 0)  # j < i: all reach it
@@ -47,28 +46,26 @@ def test_p_x_given_z_sums_to_one_over_all_images():
   every = jnp.asarray(list(itertools.product((0.0, 1.0), repeat=9))).reshape(512, 3, 3, 1)
   for seed in range(3):
     z = jnp.repeat(jax.random.normal(jax.random.PRNGKey(seed), (1, 3)), 512, axis=0)
-    log_p = objectives.log_likelihood_fn(model, params, every)(z)
+    log_p = model.log_likelihood(params, {"image": every})(z)
     assert float(jax.nn.logsumexp(log_p)) == pytest.approx(0.0, abs=1e-5)
 
 
 def test_ancestral_sampling_matches_teacher_forcing():
   model, params = _model()
   z = jax.random.normal(jax.random.PRNGKey(4), (5, 3))
-  x, probs = models.sample_autoregressive(model, params, z, jax.random.PRNGKey(5))
+  p = model.likelihood(params, z)
+  assert isinstance(p, likelihoods.Autoregressive)
+  x, probs = p.draw(jax.random.PRNGKey(5))
   assert set(np.unique(np.asarray(x))) <= {0.0, 1.0}
-  scored = jax.nn.sigmoid(models.decode(model, params, z, x)[0])
+  scored = p.score(x).mean()
   np.testing.assert_allclose(probs, scored, atol=1e-5)
-  np.testing.assert_array_equal(images.sample_observation(model, params, z, jax.random.PRNGKey(5)), x)
+  np.testing.assert_array_equal(model.sample_observation(params, z, jax.random.PRNGKey(5)), x)
   # The pictures show those probabilities, reproducibly, without an explicit key.
-  np.testing.assert_allclose(images.decoded_mean(model, params, z, jax.random.PRNGKey(5)), probs)
-  np.testing.assert_array_equal(images.decoded_mean(model, params, z),
-                                images.decoded_mean(model, params, z))
+  np.testing.assert_allclose(model.decode(params, z, jax.random.PRNGKey(5)), probs)
+  np.testing.assert_array_equal(model.decode(params, z), model.decode(params, z))
 
 
 def test_misuse_is_refused_with_the_field():
-  model, params = _model()
-  with pytest.raises(ValueError, match="needs the images scored"):
-    models.decode(model, params, jnp.zeros((1, 3)))
   with pytest.raises(validation.ConfigError, match="model.likelihood='gaussian_fixed'"):
     validation.validate(make_config(model__decoder="autoregressive",
                                     model__likelihood="gaussian_fixed"))
@@ -80,17 +77,20 @@ def test_iwae_broadcasts_x_exactly_as_copies_would():
   model, params = _model()
   x = _binary(jax.random.PRNGKey(6), (4, 8, 8, 1))
   keys = jax.random.split(jax.random.PRNGKey(7), 4)
-  mean, logvar = models.encode(model, params, x)
-  fast = iwae.vae_iwae_log_px(model, params, x, mean, logvar, keys, 30, 7)
+  batch = {"image": x}
+  fast = iwae.log_px(model.log_weights(params, batch, keys), 30, 7)
 
   def copied(z):  # z [B, c, d] flattened with x repeated to match, the generic way
     b, c, d = z.shape
-    loc, _ = models.decode(model, params, z.reshape(b * c, d), jnp.repeat(x, c, axis=0))
-    return likelihoods.log_prob("bernoulli", jnp.repeat(x, c, axis=0), loc, None).reshape(b, c)
+    repeated = jnp.repeat(x, c, axis=0)
+    p = model.likelihood(params, z.reshape(b * c, d))
+    return p.log_prob(repeated).reshape(b, c)
 
-  slow = iwae.iwae_log_px(mean, logvar, copied, keys, 30, 30)
+  q = model.posterior(params, batch)
+  slow = iwae.log_px(iwae.gaussian_log_weights(D.DiagonalGaussian(q.mean, q.logvar), copied,
+                                               keys), 30, 30)
   np.testing.assert_allclose(fast, slow, rtol=1e-5)
-  terms = objectives.vae_terms(model, params, x, keys)
+  terms = model.terms(params, batch, keys)
   assert np.all(np.isfinite(terms["elbo"]))
   assert float(jnp.mean(fast)) >= float(jnp.mean(terms["elbo"]))  # IWAE_30 >= ELBO, on average
 

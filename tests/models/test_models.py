@@ -1,49 +1,103 @@
-"""Encoders and decoders: shapes, variants and the learned scale."""
+"""The model families: choice by name, the Gaussian VAE's shapes, variants and learned scale."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from configs import default
-from vae_jax.models import gaussian_vae as models
+from tests.conftest import make_config
+from vae_jax import models
+from vae_jax import validation
+from vae_jax.core import likelihoods
+from vae_jax.data import datasets
+from vae_jax.models import gaussian_vae
+from vae_jax.models import interface
+
+
+def _build(config, shape):
+  return models.build(config, datasets.DataInfo("test", shape, False, None))
+
+
+def test_families_are_found_by_module_name_and_unknown_names_are_refused():
+  assert "gaussian_vae" in models.available()
+  assert models.get("gaussian_vae") is gaussian_vae
+  with pytest.raises(validation.ConfigError, match="model.name='nosuch'.*'gaussian_vae'"):
+    validation.validate(make_config(model__name="nosuch"))
+  assert not {"interface", "layers"} & set(models.available())
 
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (8, 8, 1)])
 def test_encoder_decoder_shapes(arch, shape):
-  config = default.get_config().model
-  config.encoder = config.decoder = arch
-  config.width, config.depth, config.latent_dim = 8, 2, 5
-  model = models.build_model(config, shape)
-  params = models.init_params(model, jax.random.PRNGKey(0))
-  x = jnp.zeros((3, *shape))
-  mean, logvar = models.encode(model, params, x)
-  assert mean.shape == logvar.shape == (3, 5)
-  loc, log_scale = models.decode(model, params, mean)
-  assert loc.shape == (3, *shape) and log_scale is None
+  config = default.get_config()
+  config.model.encoder = config.model.decoder = arch
+  config.model.width, config.model.depth, config.model.latent_dim = 8, 2, 5
+  model = _build(config, shape)
+  params = model.init(jax.random.PRNGKey(0))
+  batch = {"image": jnp.zeros((3, *shape))}
+  q = model.posterior(params, batch)
+  assert q.mean.shape == q.logvar.shape == (3, 5)
+  p = model.likelihood(params, q.mean)
+  assert isinstance(p, likelihoods.Bernoulli) and p.logits.shape == (3, *shape)
+  assert model.reconstruct(params, batch).shape == (3, *shape)
+  assert model.sample(params, jax.random.PRNGKey(1), 4).shape == (4, *shape)
 
 
 def test_gaussian_scales_fixed_and_learned():
-  config = default.get_config().model
-  config.likelihood, config.gaussian_scale = "gaussian_fixed", 0.25
-  fixed = models.build_model(config, (8, 8, 1))
-  params = models.init_params(fixed, jax.random.PRNGKey(0))
+  config = default.get_config()
+  config.model.likelihood, config.model.gaussian_scale = "gaussian_fixed", 0.25
+  fixed = _build(config, (8, 8, 1))
+  params = fixed.init(jax.random.PRNGKey(0))
   assert "log_scale" not in params
-  _, log_scale = models.decode(fixed, params, jnp.zeros((2, 20)))
-  assert jnp.allclose(log_scale, jnp.log(0.25))
+  p = fixed.likelihood(params, jnp.zeros((2, 20)))
+  assert isinstance(p, likelihoods.Gaussian) and jnp.allclose(p.log_scale, jnp.log(0.25))
 
-  config.likelihood = "gaussian_learned"
-  learned = models.build_model(config, (8, 8, 1))
-  params = models.init_params(learned, jax.random.PRNGKey(0))
+  config.model.likelihood = "gaussian_learned"
+  learned = _build(config, (8, 8, 1))
+  params = learned.init(jax.random.PRNGKey(0))
   assert params["log_scale"].shape == (8, 8, 1)  # one scale per pixel
   params["log_scale"] = params["log_scale"].at[0, 0, 0].set(1.0)
-  _, log_scale = models.decode(learned, params, jnp.zeros((2, 20)))
+  log_scale = learned.likelihood(params, jnp.zeros((2, 20))).log_scale
   assert float(log_scale[1, 0, 0, 0]) == 1.0 and float(log_scale[1, 1, 0, 0]) != 1.0
 
 
 def test_default_model_is_the_classic_mlp_vae():
-  model = models.build_model(default.get_config().model, (28, 28, 1))
-  params = models.init_params(model, jax.random.PRNGKey(0))
+  model = models.build(default.get_config(), datasets.info("binarized_mnist"))
+  params = model.init(jax.random.PRNGKey(0))
   assert params["enc"]["hidden_0"]["kernel"].shape == (784, 500)
   assert params["enc"]["mean"]["kernel"].shape == (500, 20)
   assert params["dec"]["out"]["kernel"].shape == (500, 784)
+
+
+def test_terms_are_the_elbo_of_the_posterior_and_likelihood_the_model_exposes():
+  """elbo = log p(x|z) - KL at the z drawn from each example's key; IWAE weights agree."""
+  config = default.get_config()
+  config.model.width, config.model.latent_dim = 16, 3
+  model = _build(config, (8, 8, 1))
+  params = model.init(jax.random.PRNGKey(0))
+  x = jax.random.bernoulli(jax.random.PRNGKey(1), 0.3, (5, 8, 8, 1)).astype(jnp.float32)
+  keys = jax.random.split(jax.random.PRNGKey(2), 5)
+  terms = model.terms(params, {"image": x}, keys)
+  assert set(interface.REQUIRED_TERMS) <= set(terms)
+  q = terms[interface.POSTERIOR]
+  z = q.sample(keys)
+  log_px_z = model.likelihood(params, z).log_prob(x)
+  kl = 0.5 * jnp.sum(q.mean**2 + jnp.exp(q.logvar) - 1 - q.logvar, -1)
+  np.testing.assert_allclose(terms["elbo"], log_px_z - kl, rtol=1e-6)
+  np.testing.assert_allclose(terms["rate"], jnp.sum(terms["kl_per_dim"], -1), rtol=1e-6)
+  # Weight j of example i: log p(x, z_ij) - log q(z_ij | x_i) at z_ij from (key_i, j).
+  log_w = model.log_weights(params, {"image": x}, keys)(jnp.arange(3))
+  z_ij = q.sample_indexed(keys, jnp.arange(3))
+  expected = (model.likelihood(params, z_ij).log_prob(x[:, None])
+              - 0.5 * jnp.sum(z_ij**2 + jnp.log(2 * jnp.pi), -1)
+              - q.expand_samples().log_prob(z_ij))
+  np.testing.assert_allclose(log_w, expected, rtol=1e-5)
+  assert log_w.shape == (5, 3)
+
+
+def test_the_model_is_hashable_and_equal_when_built_from_the_same_config():
+  """Models are static arguments of compiled functions: equal configs, one compilation."""
+  a = models.build(default.get_config(), datasets.info("binarized_mnist"))
+  b = models.build(default.get_config(), datasets.info("binarized_mnist"))
+  assert a == b and hash(a) == hash(b)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tests.linear_gaussian import X, exact_posterior, log_likelihood_fn, log_px
+from vae_jax.core import distributions as D
 from vae_jax.objectives import iwae
 
 
@@ -13,8 +14,8 @@ def iwae_replicates(mean, logvar, k, replicates, chunk_size=None, seed=0):
   rep = lambda a: jnp.repeat(jnp.asarray(a, jnp.float32), replicates, axis=0)
   keys = jax.random.split(jax.random.PRNGKey(seed), len(X) * replicates)
   x = rep(X)[:, None]  # broadcasts against z [B, chunk, K]
-  est = iwae.iwae_log_px(rep(mean), rep(logvar), log_likelihood_fn(x), keys, k,
-                         chunk_size or k)
+  q = D.DiagonalGaussian(rep(mean), rep(logvar))
+  est = iwae.log_px(iwae.gaussian_log_weights(q, log_likelihood_fn(x), keys), k, chunk_size or k)
   return np.asarray(est, np.float64).reshape(len(X), replicates)
 
 

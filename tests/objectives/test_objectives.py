@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from tests.linear_gaussian import K, X, exact_posterior, log_likelihood_fn, log_px
+from vae_jax.core import distributions as D
 from vae_jax.objectives import elbo as objectives
 
 def terms_for(x, mean, logvar, num_samples, kl_estimator, seed=0):
   """ELBO terms of num_samples independent draws for each row of x."""
   rep = lambda a: jnp.repeat(jnp.asarray(a, jnp.float32), num_samples, axis=0)
   keys = jax.random.split(jax.random.PRNGKey(seed), len(x) * num_samples)
-  terms = objectives.elbo_terms(rep(mean), rep(logvar), log_likelihood_fn(rep(x)), keys,
-                                kl_estimator)
+  q = D.DiagonalGaussian(rep(mean), rep(logvar))
+  terms = objectives.gaussian_elbo_terms(q, log_likelihood_fn(rep(x)), keys, kl_estimator)
   return jax.tree.map(lambda v: np.asarray(v).reshape(len(x), num_samples, *v.shape[1:]),
                       terms)
 

@@ -13,11 +13,10 @@ import scipy.stats
 from tensorboard.backend.event_processing import event_accumulator
 
 from tests.conftest import REPO, make_config
+from vae_jax.analysis import gallery as pictures
 from vae_jax.evaluation import saved_run as checkpoint_eval
-from vae_jax.pictures import images
+from vae_jax.models import gaussian_vae
 from vae_jax.pictures import latent as lp
-from vae_jax.models import gaussian_vae as models
-from vae_jax.pictures import gallery as pictures
 from vae_jax.training import loop as train
 from vae_jax.training import workdir as workdir_lib
 
@@ -25,8 +24,9 @@ H = W = 8  # the digits dataset
 
 
 def _model(latent_dim=2):
-  model = models.VAE(latent_dim=latent_dim, image_shape=(H, W, 1), width=16)
-  return model, models.init_params(model, jax.random.PRNGKey(0))
+  model = gaussian_vae.GaussianVAE(
+      gaussian_vae.VAE(latent_dim=latent_dim, image_shape=(H, W, 1), width=16))
+  return model, model.init(jax.random.PRNGKey(0))
 
 
 def _grid_size(rows, cols, pad=1):
@@ -65,9 +65,8 @@ def test_interpolation_rows_start_and_end_at_their_inputs():
   for r in range(3):
     np.testing.assert_array_equal(_tile(picture, r, 0), _as_uint8(x[r]))
     np.testing.assert_array_equal(_tile(picture, r, 6), _as_uint8(x[3 + r]))
-  mean, _ = models.encode(model, params, jnp.asarray(x[:1]))
-  np.testing.assert_array_equal(_tile(picture, 0, 1),
-                                _as_uint8(images.decoded_mean(model, params, mean)[0]))
+  mean = model.encode(params, {"image": jnp.asarray(x[:1])})
+  np.testing.assert_array_equal(_tile(picture, 0, 1), _as_uint8(model.decode(params, mean)[0]))
 
 
 def test_manifold_decodes_the_prior_quantiles():
@@ -75,8 +74,8 @@ def test_manifold_decodes_the_prior_quantiles():
   picture = lp.manifold(model, params, size=5)
   assert picture.shape == (5 * H, 5 * W, 1)
   q = scipy.stats.norm.ppf([0.05, 0.95])
-  top_left = images.decoded_mean(model, params, jnp.array([[q[0], q[1]]]))[0]
-  bottom_right = images.decoded_mean(model, params, jnp.array([[q[1], q[0]]]))[0]
+  top_left = model.decode(params, jnp.array([[q[0], q[1]]]))[0]
+  bottom_right = model.decode(params, jnp.array([[q[1], q[0]]]))[0]
   np.testing.assert_allclose(picture[:H, :W], _as_uint8(top_left), atol=1)
   np.testing.assert_allclose(picture[-H:, -W:], _as_uint8(bottom_right), atol=1)
   with pytest.raises(ValueError, match="latent_dim=3"):
@@ -108,7 +107,7 @@ def test_arithmetic_to_its_own_class_is_the_reconstruction():
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(20, H, W, 1)).astype(np.float32)
   labels = np.arange(20) % 3
-  codes = np.asarray(models.encode(model, params, jnp.asarray(x))[0])
+  codes = np.asarray(model.encode(params, {"image": jnp.asarray(x)}))
   means = lp.class_means(codes, labels)
   np.testing.assert_allclose(means[1], codes[labels == 1].mean(0))
   picture = lp.arithmetic(model, params, x[:3], labels[:3], means)

@@ -1,4 +1,4 @@
-"""Densities the VAE is built from: the diagonal-Gaussian posterior and p(x|z).
+"""Densities models are built from: the diagonal-Gaussian posterior and its KLs.
 
 Every function is pure, works on the trailing axes and returns log-densities in
 nats. Per-dimension values keep their last axis so free bits and diagnostics can
@@ -8,7 +8,9 @@ see individual latent dimensions; the ``*_per_example`` helpers sum it away.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
+import flax
 import jax
 import jax.numpy as jnp
 
@@ -69,3 +71,45 @@ def bernoulli_log_prob_per_dim(x: jax.Array, logits: jax.Array) -> jax.Array:
   """
   return x * logits - softplus(logits)
 
+
+
+@flax.struct.dataclass
+class DiagonalGaussian:
+  """q(z|x) = N(mean, diag(exp(logvar))) for a batch: [..., d] each.
+
+  A pytree, so a family's per-example terms can carry it through ``pmap``,
+  ``lax.map`` and the host gather like any array; generic diagnostics use its
+  ``mean`` (active units) and ``sample`` / ``log_prob`` (mutual information)
+  without knowing which family made it.
+  """
+  mean: jax.Array
+  logvar: jax.Array
+
+  def sample(self, keys: jax.Array) -> jax.Array:
+    """One reparameterized draw per example (``keys``: [B], one per leading row)."""
+    return reparameterize(keys, self.mean, self.logvar)
+
+  def sample_indexed(self, keys: jax.Array, sample_ids: jax.Array) -> jax.Array:
+    """Draws [B, c, d]: draw j of example i from the key fold_in(keys[i], sample_ids[j]).
+
+    Sample j is the same whichever chunk of sample ids it is drawn in, so a
+    chunked importance-sampling estimate equals the unchunked one.
+    """
+    draw = jax.vmap(jax.vmap(lambda key, j: jax.random.normal(
+        jax.random.fold_in(key, j), self.mean.shape[-1:], self.mean.dtype), (None, 0)),
+                    (0, None))
+    return self.mean[:, None] + jnp.exp(0.5 * self.logvar)[:, None] * draw(keys, sample_ids)
+
+  def log_prob(self, z: jax.Array) -> jax.Array:
+    """log q(z) summed over the last axis; z broadcasts against mean (e.g. [B, 1, d])."""
+    return jnp.sum(gaussian_log_prob_per_dim(z, self.mean, self.logvar), -1)
+
+  def expand_samples(self) -> "DiagonalGaussian":
+    """The same q with a samples axis ([B, 1, d]) to score draws [B, c, d]."""
+    return DiagonalGaussian(self.mean[:, None], self.logvar[:, None])
+
+  def kl_per_dim(self, z: Optional[jax.Array] = None) -> jax.Array:
+    """KL(q || N(0, I)) per dimension: analytic, or the 1-sample estimate at z if given."""
+    if z is None:
+      return kl_to_standard_normal_per_dim(self.mean, self.logvar)
+    return kl_monte_carlo_per_dim(z, self.mean, self.logvar)

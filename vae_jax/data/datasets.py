@@ -36,6 +36,36 @@ FALLBACK_DATASET = "mnist_5k"
 IDX_DATASETS = ("mnist", "fashion_mnist")
 
 
+# name -> number of label classes; None: the dataset has no labels.
+NUM_CLASSES = {"binarized_mnist": None, "mnist": 10, "fashion_mnist": 10, "cifar10": 10,
+               "mnist_5k": 10, "digits": 10, "squares": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """What a model may know of its data before any of it is loaded: shapes and kinds.
+
+  Model families build from it and check their config against it, so a model
+  that needs labels or binary pixels is refused before anything loads or compiles.
+  """
+  name: str
+  image_shape: tuple[int, int, int]
+  binary: bool                      # pixels are already {0, 1}
+  num_classes: Optional[int]        # None: no labels
+
+  @property
+  def kind(self) -> str:
+    """'binary', 'grayscale' or 'colour': which preprocessings and likelihoods fit."""
+    if self.binary:
+      return "binary"
+    return "grayscale" if self.image_shape[2] == 1 else "colour"
+
+
+def info(name: str) -> DataInfo:
+  """The DataInfo of a dataset by name, without loading anything."""
+  return DataInfo(name, image_shape(name), is_binary(name), NUM_CLASSES[name])
+
+
 class DatasetUnavailableError(RuntimeError):
   """The dataset is not prepared, not in manual_dir, and cannot be downloaded."""
 
@@ -53,6 +83,17 @@ class Dataset:
   @property
   def image_shape(self) -> tuple[int, int, int]:
     return tuple(self.train.shape[1:])
+
+  @property
+  def info(self) -> DataInfo:
+    num_classes = NUM_CLASSES.get(self.name) if self.train_labels is not None else None
+    return DataInfo(self.name, self.image_shape, self.binary, num_classes)
+
+  def arrays(self, split: str) -> dict[str, np.ndarray]:
+    """A split as a batch dict: 'image' (uint8 [N, H, W, C]) and 'label' where it has labels."""
+    images, labels = {"train": (self.train, self.train_labels),
+                      "test": (self.test, self.test_labels)}[split]
+    return {"image": images} if labels is None else {"image": images, "label": labels}
 
 
 def is_binary(name: str) -> bool:

@@ -1,4 +1,6 @@
-"""Evaluation over a whole split, data-parallel: ELBO terms, IWAE NLL, diagnostics.
+"""Evaluation of any model family over a whole split, data-parallel: ELBO terms, IWAE NLL,
+diagnostics. The family supplies per-example terms and log-weights (``Model``);
+everything here is the same for every family.
 
 The split is padded to a whole number of global batches and sharded once; each
 device scans over its block. Every random draw (test-time binarization or
@@ -21,43 +23,45 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
 
-from vae_jax.evaluation import diagnostics
-from vae_jax.data import pipeline
-from vae_jax.objectives import iwae
-from vae_jax.core import likelihoods
-from vae_jax.models import gaussian_vae as models
-from vae_jax.objectives import elbo as objectives
 from vae_jax import parallel
-
-SUMMARY_KEYS = ("elbo", "rate", "distortion", "bits_per_dim")
+from vae_jax.core import likelihoods
+from vae_jax.data import pipeline
+from vae_jax.evaluation import diagnostics
+from vae_jax.models import interface
+from vae_jax.objectives import elbo
+from vae_jax.objectives import iwae
 
 
 @dataclasses.dataclass
 class ShardedSplit:
   """A split laid out for evaluation: [devices, batches, per-device batch, ...]."""
-  images: jax.Array
+  data: dict[str, jax.Array]      # "image" (uint8) and "label" where the split has labels
   ids: jax.Array
   num_examples: int
 
 
-def shard_split(images: np.ndarray, global_batch: int) -> ShardedSplit:
-  """Pads to whole global batches (padding is dropped again after evaluation)."""
+def shard_split(data: dict[str, np.ndarray] | np.ndarray, global_batch: int) -> ShardedSplit:
+  """Pads to whole global batches (padding is dropped again after evaluation).
+
+  ``data``: a batch dict of the whole split (``Dataset.arrays``), or its images alone.
+  """
+  data = data if isinstance(data, dict) else {"image": data}
   per_device = parallel.per_device(global_batch, "eval.batch_size")
-  num = len(images)
+  num = len(data["image"])
   padded = -(-num // global_batch) * global_batch
-  pad = np.zeros((padded - num, *images.shape[1:]), images.dtype)
   ids = np.arange(padded, dtype=np.int32)
   # parallel.shard gives each device a contiguous run of these batches.
   def layout(x):
+    x = np.concatenate([x, np.zeros((padded - len(x), *x.shape[1:]), x.dtype)])
     return x.reshape((padded // per_device, per_device, *x.shape[1:]))
-  sharded = parallel.shard({"images": layout(np.concatenate([images, pad])),
+  sharded = parallel.shard({"data": {k: layout(v) for k, v in data.items()},
                             "ids": layout(ids)})
-  return ShardedSplit(sharded["images"], sharded["ids"], num)
+  return ShardedSplit(sharded["data"], sharded["ids"], num)
 
 
 def eval_keys(seed: int, stream: int, ids: jax.Array) -> jax.Array:
@@ -71,28 +75,33 @@ def eval_inputs(images: jax.Array, ids: jax.Array, preprocessing: str, seed: int
                              preprocessing)
 
 
-def make_eval_fn(model: models.VAE, preprocessing: str, kl_estimator: str, seed: int,
-                 num_importance_samples: int = 0, iwae_chunk_size: int = 20):
-  """Per-device fn(params, images, ids) -> per-example terms [batches, batch, ...].
+def eval_batch(data: dict[str, jax.Array], ids: jax.Array, preprocessing: str,
+               seed: int) -> interface.Batch:
+  """A batch dict as the model sees it in evaluation (images through ``eval_inputs``)."""
+  return {**data, "image": eval_inputs(data["image"], ids, preprocessing, seed)}
 
-  Terms: the ELBO terms, the posterior parameters ("posterior_mean",
-  "posterior_logvar") and, when num_importance_samples > 0, the IWAE estimate
-  "log_px" with that many samples.
+
+def make_eval_fn(model: interface.Model, preprocessing: str, seed: int,
+                 num_importance_samples: int = 0, iwae_chunk_size: int = 20):
+  """Per-device fn(params, data, ids) -> per-example terms [batches, batch, ...].
+
+  Terms: the model's ``terms`` (bits_per_dim added for dequantized data) and,
+  when num_importance_samples > 0, the IWAE estimate "log_px" with that many samples.
   """
 
-  def eval_batch(params, images, ids):
-    x = eval_inputs(images, ids, preprocessing, seed)
-    terms = objectives.vae_terms(model, params, x,
-                                 eval_keys(seed, pipeline.STREAM_LATENT, ids), kl_estimator)
+  def evaluate_batch(params, data, ids):
+    batch = eval_batch(data, ids, preprocessing, seed)
+    terms = model.terms(params, batch, eval_keys(seed, pipeline.STREAM_LATENT, ids))
+    if preprocessing == "dequantize":
+      terms = elbo.add_bits_per_dim(terms, math.prod(batch["image"].shape[1:]))
     if num_importance_samples:
-      terms["log_px"] = iwae.vae_iwae_log_px(
-          model, params, x, terms["posterior_mean"], terms["posterior_logvar"],
-          eval_keys(seed, pipeline.STREAM_IMPORTANCE, ids), num_importance_samples,
-          iwae_chunk_size)
+      terms["log_px"] = iwae.log_px(
+          model.log_weights(params, batch, eval_keys(seed, pipeline.STREAM_IMPORTANCE, ids)),
+          num_importance_samples, iwae_chunk_size)
     return terms
 
-  def eval_fn(params, images, ids):
-    return jax.lax.map(lambda b: eval_batch(params, *b), (images, ids))
+  def eval_fn(params, data, ids):
+    return jax.lax.map(lambda b: evaluate_batch(params, *b), (data, ids))
 
   return eval_fn
 
@@ -100,12 +109,12 @@ def make_eval_fn(model: models.VAE, preprocessing: str, kl_estimator: str, seed:
 class Evaluator:
   """Evaluates params (replicated on the devices) on one sharded split."""
 
-  def __init__(self, model: models.VAE, preprocessing: str, kl_estimator: str,
-               seed: int, images: np.ndarray, global_batch: int,
+  def __init__(self, model: interface.Model, preprocessing: str, seed: int,
+               data: dict[str, np.ndarray] | np.ndarray, global_batch: int,
                iwae_chunk_size: int = 20, collapse_rate_floor: float = 0.0):
-    self.split = shard_split(images, global_batch)
-    self._model, self._seed = model, seed
-    self._make = functools.partial(make_eval_fn, model, preprocessing, kl_estimator, seed,
+    self.split = shard_split(data, global_batch)
+    self._seed, self._preprocessing = seed, preprocessing
+    self._make = functools.partial(make_eval_fn, model, preprocessing, seed,
                                    iwae_chunk_size=iwae_chunk_size)
     self._fns = {}  # one compiled function per number of importance samples
     self._rate_floor = collapse_rate_floor
@@ -119,15 +128,17 @@ class Evaluator:
     if num_importance_samples not in self._fns:
       self._fns[num_importance_samples] = parallel.data_parallel(
           self.per_device_fn(num_importance_samples))
-    terms = self._fns[num_importance_samples](params, self.split.images, self.split.ids)
+    terms = self._fns[num_importance_samples](params, self.split.data, self.split.ids)
     terms = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), parallel.unshard(terms))
-    return {k: v[: self.split.num_examples] for k, v in terms.items()}
+    return jax.tree.map(lambda v: v[: self.split.num_examples], terms)
 
   def evaluate(self, params, num_importance_samples: int = 0) -> dict[str, Any]:
     """ELBO terms, latent diagnostics and (k > 0) the IWAE NLL, summarised."""
     start = time.time()
     terms = self.per_example(params, num_importance_samples)
-    out = summarize(terms, self._model, self._seed, self._rate_floor)
+    dims = (math.prod(self.split.data["image"].shape[3:])
+            if self._preprocessing == "dequantize" else None)
+    out = summarize(terms, self._seed, self._rate_floor, dims)
     if num_importance_samples:
       out["num_importance_samples"] = num_importance_samples
     out["eval_seed"] = self._seed
@@ -135,29 +146,37 @@ class Evaluator:
     return out
 
 
-def summarize(terms: dict[str, np.ndarray], model: models.VAE, seed: int,
-              rate_floor: float) -> dict[str, Any]:
+def summarize(terms: dict[str, Any], seed: int, rate_floor: float,
+              dequantized_dims: Optional[int] = None) -> dict[str, Any]:
   """Means over the split (float64) and diagnostics; every figure in nats per example.
 
   neg_elbo is the loss papers quote; nll = -mean log p_k(x) (IWAE) when present, and
-  gap = nll - neg_elbo (<= 0 in expectation: how loose the ELBO is).
+  gap = nll - neg_elbo (<= 0 in expectation: how loose the ELBO is). Every
+  per-example float term is averaged under its own name (a family's own
+  diagnostics included); active units and mutual information need the family's
+  ``posterior``, the per-dimension KL its ``kl_per_dim``. ``dequantized_dims``:
+  the pixels per example of dequantized 8-bit data, to state the NLL in bits/dim.
   """
   mean = lambda v: float(np.mean(v, dtype=np.float64))
-  out = {k: mean(terms[k]) for k in SUMMARY_KEYS if k in terms}
+  out = {k: mean(v) for k, v in terms.items()
+         if k != "log_px" and isinstance(v, np.ndarray) and v.ndim == 1
+         and np.issubdtype(v.dtype, np.floating)}
   out["neg_elbo"] = -out["elbo"]
-  out["kl_per_dim"] = [mean(v) for v in terms["kl_per_dim"].T]
-  out["active_units"], activity = diagnostics.active_units(terms["posterior_mean"])
-  out["activity_per_dim"] = [float(a) for a in activity]
-  out["mutual_information"] = diagnostics.mutual_information(
-      terms["posterior_mean"], terms["posterior_logvar"], seed)
+  if interface.KL_PER_DIM in terms:
+    out["kl_per_dim"] = [mean(v) for v in terms[interface.KL_PER_DIM].T]
+  num_active = None
+  if interface.POSTERIOR in terms:
+    posterior = terms[interface.POSTERIOR]
+    num_active, activity = diagnostics.active_units(posterior.mean)
+    out["active_units"] = num_active
+    out["activity_per_dim"] = [float(a) for a in activity]
+    out["mutual_information"] = diagnostics.mutual_information(posterior, seed)
   if "log_px" in terms:
     out["nll"] = -mean(terms["log_px"])
     out["gap"] = out["nll"] - out["neg_elbo"]
-    if likelihoods.is_continuous(model.likelihood):
-      out["nll_bits_per_dim"] = float(likelihoods.bits_per_dim(
-          out["nll"], math.prod(model.image_shape)))
-  out["posterior_collapse"] = diagnostics.collapse_alarm(
-      out["active_units"], out["rate"], rate_floor)
+    if dequantized_dims:
+      out["nll_bits_per_dim"] = float(likelihoods.bits_per_dim(out["nll"], dequantized_dims))
+  out["posterior_collapse"] = diagnostics.collapse_alarm(num_active, out["rate"], rate_floor)
   return out
 
 

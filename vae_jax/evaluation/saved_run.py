@@ -18,13 +18,14 @@ import jax
 import ml_collections
 from absl import logging
 
-from vae_jax.training import checkpoints
+from vae_jax import models
+from vae_jax import parallel
+from vae_jax import validation
 from vae_jax.data import datasets
 from vae_jax.evaluation import evaluator as evaluation
-from vae_jax.models import gaussian_vae as models
-from vae_jax import parallel
-from vae_jax.training import step as training
-from vae_jax import validation
+from vae_jax.models import interface
+from vae_jax.training import checkpoints
+from vae_jax.training import state as state_lib
 from vae_jax.training import workdir as workdir_lib
 
 
@@ -48,7 +49,7 @@ class Run:
   """A run's trained model, read back from its workdir: what studies and pictures start from."""
   workdir: str
   config: ml_collections.ConfigDict
-  model: models.VAE
+  model: interface.Model
   params: dict
   step: int
   checkpoint: str                   # the checkpoint directory the params came from
@@ -90,11 +91,10 @@ def load_run(workdir: str, step: Union[int, str, None] = None) -> Run:
         f"--step={step}: no such checkpoint in {ckpt.directory}; available: {steps}.")
 
   dataset = _dataset_of_run(workdir, config)
-  preprocessing = validation.resolve_preprocessing(
-      dataset.name, config.data.preprocessing, config.model.likelihood)
-  model = models.build_model(config.model, dataset.image_shape)
-  template = training.create_train_state(
-      config.seed, model, training.make_optimizer(config.optim, total_steps=1))
+  preprocessing = validation.preprocessing_of(config, dataset.name)
+  model = models.build(config, dataset.info)
+  template = state_lib.create_train_state(
+      config.seed, model, state_lib.make_optimizer(config.optim, total_steps=1))
   if step is None:
     state, _ = ckpt.restore_latest(template)
     step = int(state.step)
@@ -123,8 +123,8 @@ def evaluate_checkpoint(workdir: str, *, step: Union[int, str, None] = None,
         f"{out_path} exists: this checkpoint was already evaluated with k={k} (evaluation is "
         f"deterministic). Move that file away to recompute it.")
   evaluator = evaluation.Evaluator(
-      run.model, preprocessing, config.objective.kl_estimator, config.eval.seed, dataset.test,
-      config.eval.batch_size, config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)
+      run.model, preprocessing, config.eval.seed, dataset.arrays("test"), config.eval.batch_size,
+      config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)
   summary = evaluator.evaluate(parallel.replicate(run.params), k)
   record = {
       "step": step, "test": summary, "checkpoint": run.checkpoint,

@@ -1,17 +1,22 @@
-"""Encoders and decoders as flax.linen modules, used only through init/apply.
+"""The VAE of Kingma & Welling (2014): diagonal-Gaussian q(z|x), N(0, I) prior, any p(x|z).
 
-The encoder maps an image batch [B, H, W, C] in [0, 1] to the mean and
-log-variance of a diagonal Gaussian q(z|x); the decoder maps z [B, latent_dim]
-to the location of p(x|z) (and its log-scale for the Gaussian likelihoods);
-the autoregressive decoder also reads x itself (teacher forcing).
-``VAE`` holds one of each so that params are ``{'enc': ..., 'dec': ...}`` (plus
-``log_scale`` for a learned Gaussian scale);
-``encode``/``decode`` are the pure functions the objectives call.
+Config (``config.model``, with ``name = "gaussian_vae"``):
+  encoder     "mlp" | "conv" | "global" (one q(z) for every x: no amortization)
+  decoder     "mlp" | "conv" | "autoregressive" (p(x_i | x_<i, z), binary images)
+  latent_dim, width, depth, activation
+  likelihood  "bernoulli" | "gaussian_fixed" (sigma = gaussian_scale) |
+              "gaussian_learned" (a per-pixel log sigma, starting at gaussian_scale)
+and ``config.objective.kl_estimator``: "analytic" (closed form) or "mc"
+(log q(z|x) - log p(z) at the sampled z).
+
+Parameters are ``{'enc': ..., 'dec': ...}`` (plus ``log_scale`` for a learned
+Gaussian scale). For the autoregressive decoder, E[x|z] is intractable: its
+pictures show p(x_i = 1 | x_<i, z) along one ancestral draw.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
 from typing import Callable, Optional, Sequence
 
@@ -19,224 +24,24 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": nn.relu,
-    "gelu": nn.gelu,
-    "elu": nn.elu,
-    "swish": nn.swish,
-    "softplus": nn.softplus,
-    "tanh": jnp.tanh,
-    "leaky_relu": nn.leaky_relu,
-}
-ENCODERS = ("mlp", "conv", "global")  # "global": one q(z) for every x (no amortization)
+from vae_jax.core import checks
+from vae_jax.core import distributions as D
+from vae_jax.core import likelihoods
+from vae_jax.data import datasets
+from vae_jax.models import interface
+from vae_jax.models import layers
+from vae_jax.objectives import elbo
+from vae_jax.objectives import iwae
+
+ENCODERS = ("mlp", "conv", "global")
 DECODERS = ("mlp", "conv", "autoregressive")
-
-
-def _conv_channels(width: int, depth: int) -> list[int]:
-  """Channels per conv stage: width, 2*width, 4*width, ... (one stage per halving)."""
-  return [width * 2**i for i in range(depth)]
-
-
-class Encoder(nn.Module):
-  """x -> (mean, logvar) of q(z|x).
-
-  "mlp": ``depth`` dense layers of ``width`` units. "conv": ``depth`` stride-2
-  4x4 convolutions with width, 2*width, ... channels, each halving the image.
-  "global": x is ignored; (mean, logvar) are two free vectors shared by the
-  whole dataset, q(z|x) = q(z), the baseline that shows why q must depend on x.
-  """
-  latent_dim: int
-  architecture: str
-  width: int
-  depth: int
-  activation: str
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    if self.architecture == "global":  # started off the prior, as an untrained encoder is
-      mean = self.param("mean", nn.initializers.normal(1.0), (self.latent_dim,))
-      logvar = self.param("logvar", nn.initializers.zeros, (self.latent_dim,))
-      batch = (x.shape[0], self.latent_dim)
-      return jnp.broadcast_to(mean, batch), jnp.broadcast_to(logvar, batch)
-    act = ACTIVATIONS[self.activation]
-    h = x
-    if self.architecture == "mlp":
-      h = h.reshape((h.shape[0], -1))
-      for i in range(self.depth):
-        h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
-    else:
-      for i, ch in enumerate(_conv_channels(self.width, self.depth)):
-        h = act(nn.Conv(ch, (4, 4), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
-      h = h.reshape((h.shape[0], -1))
-    mean = nn.Dense(self.latent_dim, name="mean")(h)
-    logvar = nn.Dense(self.latent_dim, name="logvar")(h)
-    return mean, logvar
-
-
-class Decoder(nn.Module):
-  """z -> location of p(x|z), shaped like the image; mirrors the Encoder.
-
-  "conv": a dense projection to the smallest feature map, then stride-2
-  transposed convolutions back to full size and a 3x3 output convolution.
-  """
-  image_shape: Sequence[int]
-  architecture: str
-  width: int
-  depth: int
-  activation: str
-
-  @nn.compact
-  def __call__(self, z: jax.Array) -> jax.Array:
-    act = ACTIVATIONS[self.activation]
-    height, width, channels = self.image_shape
-    if self.architecture == "mlp":
-      h = z
-      for i in range(self.depth):
-        h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
-      out = nn.Dense(math.prod(self.image_shape), name="out")(h)
-      return out.reshape((z.shape[0], *self.image_shape))
-    stages = _conv_channels(self.width, self.depth)
-    h0, w0 = height // 2**self.depth, width // 2**self.depth
-    h = act(nn.Dense(h0 * w0 * stages[-1], name="project")(z))
-    h = h.reshape((z.shape[0], h0, w0, stages[-1]))
-    for i, ch in reversed(list(enumerate(stages))):
-      h = act(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME",
-                               name=f"deconv_{i}")(h))
-    return nn.Conv(channels, (3, 3), padding="SAME", name="out")(h)
-
-
-@functools.lru_cache(maxsize=None)
-def made_masks(num_pixels: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-  """MADE masks (Germain et al. 2015) for raster order: ([D, width], [width, D]).
-
-  Hidden unit k has degree m_k in 1..D-1, spread evenly; it sees pixels 1..m_k
-  and feeds the logits of pixels m_k+1..D, so logit i depends on x_<i only.
-  """
-  degrees = 1 + (np.arange(width) * max(num_pixels - 1, 1)) // width
-  pixels = np.arange(1, num_pixels + 1)
-  mask_in = (degrees[None, :] >= pixels[:, None]).astype(np.float32)
-  mask_out = (pixels[None, :] > degrees[:, None]).astype(np.float32)
-  return mask_in, mask_out
-
-
-def causal_offsets(radius: int) -> list[tuple[int, int]]:
-  """(row, column) offsets of the pixels before (0, 0) in a (radius+1) x (2 radius+1) window."""
-  return [(dr, dc) for dr in range(-radius, 1) for dc in range(-radius, radius + 1)
-          if dr < 0 or dc < 0]
-
-
-class AutoregressiveDecoder(nn.Module):
-  """(z, x) -> Bernoulli logits of p(x|z) = prod_i p(x_i | x_<i, z), pixels in raster order.
-
-  A decoder strong enough to model the digits without z, to study posterior
-  collapse. With t = ``depth`` dense layers of z (the mlp decoder's trunk), the
-  logit of pixel i sums four parts:
-    MADE    one masked hidden layer of ``width`` units (Germain et al. 2015), fed
-            x_<i and t: sum_{k: m_k < i} U_ki act(W_x x + W_t t + b)_k;
-    direct  a linear function of every earlier pixel (an FVSBN), sum_{j<i} A_ji x_j;
-    local   a small PixelCNN layer: ``channels`` features of the 24 pixels before
-            i in a 4 x 7 window (3 rows above, 3 columns either side), shared by
-            all positions, act(P_i x @ W_loc + b) . u;
-    z       V t + c, the mlp decoder's output layer.
-  Only the MADE and z parts see z; the direct and local parts are computed once
-  per image. Scoring needs the image (teacher forcing); leading axes of z and x
-  broadcast, so IWAE scores k codes of an example against one copy of x.
-  """
-  image_shape: Sequence[int]
-  width: int
-  depth: int
-  activation: str
-  radius: int = 3
-  channels: int = 64
-
-  def setup(self):
-    height, width, channels = self.image_shape
-    if channels != 1:
-      raise ValueError(f"decoder 'autoregressive' models one-channel images, not {channels}.")
-    num_pixels = height * width
-    self.trunk = [nn.Dense(self.width) for _ in range(self.depth)]
-    self.w_x = self.param("w_x", nn.initializers.lecun_normal(), (num_pixels, self.width))
-    self.hidden = nn.Dense(self.width)                                    # W_t t + b
-    self.w_out = self.param("w_out", nn.initializers.lecun_normal(), (self.width, num_pixels))
-    self.w_direct = self.param("w_direct", nn.initializers.zeros, (num_pixels, num_pixels))
-    window = len(causal_offsets(self.radius))
-    self.w_local = self.param("w_local", nn.initializers.lecun_normal(), (window, self.channels))
-    self.b_local = self.param("b_local", nn.initializers.zeros, (self.channels,))
-    self.u_local = self.param("u_local", nn.initializers.lecun_normal(), (self.channels, 1))
-    self.out = nn.Dense(num_pixels)                                       # V t + c
-
-  def _weights(self):
-    """The masked weights: (W_x, U, A) with MADE's masks and A strictly upper triangular."""
-    num_pixels = self.w_direct.shape[0]
-    mask_in, mask_out = made_masks(num_pixels, self.width)
-    direct_mask = np.triu(np.ones((num_pixels, num_pixels), np.float32), 1)  # A_ji, j < i
-    return self.w_x * mask_in, self.w_out * mask_out, self.w_direct * direct_mask
-
-  def _from_z(self, z: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(MADE hidden pre-activation from z, logits from z)."""
-    t = z
-    for layer in self.trunk:
-      t = ACTIVATIONS[self.activation](layer(t))
-    return self.hidden(t), self.out(t)
-
-  def _local(self, patches: jax.Array) -> jax.Array:
-    act = ACTIVATIONS[self.activation]
-    return (act(patches @ self.w_local + self.b_local) @ self.u_local)[..., 0]
-
-  def __call__(self, z: jax.Array, x: jax.Array) -> jax.Array:
-    height, width, _ = self.image_shape
-    r = self.radius
-    w_x, w_out, w_direct = self._weights()
-    hidden_z, logits_z = self._from_z(z)
-    image = x[..., 0]
-    flat = image.reshape((*image.shape[:-2], -1))
-    padded = jnp.pad(image, [(0, 0)] * (image.ndim - 2) + [(r, 0), (r, r)])
-    patches = jnp.stack([padded[..., r + dr:r + dr + height, r + dc:r + dc + width]
-                         for dr, dc in causal_offsets(r)], axis=-1)
-    x_part = flat @ w_direct + self._local(patches.reshape((*flat.shape, -1)))
-    made = ACTIVATIONS[self.activation](flat @ w_x + hidden_z) @ w_out
-    logits = made + logits_z + x_part
-    return logits.reshape((*logits.shape[:-1], *self.image_shape))
-
-  def sample(self, z: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Ancestral sampling, one pixel per scan step: (x ~ p(x|z), p(x_i = 1 | x_<i, z)).
-
-    Each step adds the new pixel to the MADE and direct sums and reads the local
-    window off a padded canvas, so a sample costs O(D * (width + D)), not D passes.
-    """
-    act = ACTIVATIONS[self.activation]
-    height, width, _ = self.image_shape
-    r, n = self.radius, z.shape[0]
-    w_x, w_out, w_direct = self._weights()
-    hidden_z, logits_z = self._from_z(z)
-    window = len(causal_offsets(r))
-
-    def step(carry, inputs):
-      pre, direct, canvas = carry
-      i, w_x_row, w_out_col, w_direct_row, logit_z, key = inputs
-      row, col = i // width, i % width
-      patch = jax.lax.dynamic_slice(canvas, (0, row, col), (n, r + 1, 2 * r + 1))
-      local = self._local(patch.reshape((n, -1))[:, :window])
-      prob = jax.nn.sigmoid(act(pre) @ w_out_col + logit_z + direct[:, i] + local)
-      pixel = jax.random.bernoulli(key, prob).astype(pre.dtype)
-      canvas = jax.lax.dynamic_update_slice(canvas, pixel[:, None, None], (0, row + r, col + r))
-      carry = (pre + pixel[:, None] * w_x_row, direct + pixel[:, None] * w_direct_row, canvas)
-      return carry, (pixel, prob)
-
-    num_pixels = height * width
-    init = (hidden_z, jnp.zeros((n, num_pixels), z.dtype),
-            jnp.zeros((n, height + r, width + 2 * r), z.dtype))
-    inputs = (jnp.arange(num_pixels), w_x, w_out.T, w_direct, logits_z.T,
-              jax.random.split(rng, num_pixels))
-    _, (x, probs) = jax.lax.scan(step, init, inputs)
-    shape = (n, *self.image_shape)
-    return x.T.reshape(shape), probs.T.reshape(shape)
+LIKELIHOODS = ("bernoulli", "gaussian_fixed", "gaussian_learned")
+KL_ESTIMATORS = ("analytic", "mc")
 
 
 class VAE(nn.Module):
-  """Encoder + decoder; the decoder also owns p(x|z)'s scale when it is learned."""
+  """Encoder + decoder; owns p(x|z)'s log-scale when it is learned."""
   latent_dim: int
   image_shape: Sequence[int]
   encoder: str = "mlp"
@@ -248,37 +53,22 @@ class VAE(nn.Module):
   gaussian_scale: float = 0.1
 
   def setup(self):
-    self.enc = Encoder(self.latent_dim, self.encoder, self.width, self.depth, self.activation)
+    self.enc = layers.Encoder(self.latent_dim, self.encoder, self.width, self.depth,
+                              self.activation)
+    shape = tuple(self.image_shape)
     if self.decoder == "autoregressive":
-      if self.likelihood != "bernoulli":
-        raise ValueError(f"decoder 'autoregressive' models binary pixels: likelihood must be "
-                         f"'bernoulli', not {self.likelihood!r}.")
-      self.dec = AutoregressiveDecoder(tuple(self.image_shape), self.width, self.depth,
-                                       self.activation)
+      self.dec = layers.AutoregressiveDecoder(shape, self.width, self.depth, self.activation)
     else:
-      self.dec = Decoder(tuple(self.image_shape), self.decoder, self.width, self.depth,
-                         self.activation)
+      self.dec = layers.Decoder(shape, self.decoder, self.width, self.depth, self.activation)
     if self.likelihood == "gaussian_learned":
       self.log_scale = self.param(
-          "log_scale", nn.initializers.constant(math.log(self.gaussian_scale)),
-          tuple(self.image_shape))
+          "log_scale", nn.initializers.constant(math.log(self.gaussian_scale)), shape)
 
   def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     return self.enc(x)
 
-  def decode(self, z: jax.Array,
-             x: Optional[jax.Array] = None) -> tuple[jax.Array, Optional[jax.Array]]:
-    """Returns (location, log-scale); the log-scale is None for Bernoulli.
-
-    x (the images scored, teacher forcing) is required by the autoregressive
-    decoder, whose logits depend on the preceding pixels, and ignored otherwise.
-    """
-    if self.decoder == "autoregressive":
-      if x is None:
-        raise ValueError("decoder 'autoregressive': p(x|z) depends on x itself, so decode needs "
-                         "the images scored (decode(model, params, z, x)); to draw images use "
-                         "models.sample_autoregressive or images.decoded_mean.")
-      return self.dec(z, x), None
+  def decode(self, z: jax.Array) -> tuple[jax.Array, Optional[jax.Array]]:
+    """(location, log-scale) of p(x|z) for z [N, d]; the log-scale is None for Bernoulli."""
     loc = self.dec(z)
     if self.likelihood == "bernoulli":
       return loc, None
@@ -286,52 +76,130 @@ class VAE(nn.Module):
       return loc, jnp.broadcast_to(self.log_scale, loc.shape)
     return loc, jnp.full_like(loc, math.log(self.gaussian_scale))
 
-  def sample_autoregressive(self, z: jax.Array, rng: jax.Array):
+  def teacher_forced_logits(self, z: jax.Array, x: jax.Array) -> jax.Array:
+    return self.dec(z, x)
+
+  def draw(self, z: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
     return self.dec.sample(z, rng)
 
   def __call__(self, x: jax.Array, z: jax.Array):
     """Touches every submodule; used by ``init`` only."""
-    return self.encode(x), self.decode(z, x)
+    if self.decoder == "autoregressive":
+      return self.encode(x), self.dec(z, x)
+    return self.encode(x), self.decode(z)
 
 
-def build_model(model_config: ml_collections.ConfigDict,
-                image_shape: Sequence[int]) -> VAE:
-  return VAE(
-      latent_dim=model_config.latent_dim,
-      image_shape=tuple(image_shape),
-      encoder=model_config.encoder,
-      decoder=model_config.decoder,
-      width=model_config.width,
-      depth=model_config.depth,
-      activation=model_config.activation,
-      likelihood=model_config.likelihood,
-      gaussian_scale=model_config.gaussian_scale,
-  )
+@dataclasses.dataclass(frozen=True)
+class GaussianVAE(interface.Model):
+  """The family's model (see the module docstring); hashable, so a static jit argument."""
+  module: VAE
+  kl_estimator: str = "analytic"
+
+  @property
+  def latent_dim(self) -> int:
+    return self.module.latent_dim
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.module.image_shape)
+
+  def _apply(self, params, *args, method):
+    return self.module.apply({"params": params}, *args, method=method)
+
+  def init(self, rng: jax.Array) -> interface.Params:
+    x = jnp.zeros((1, *self.image_shape), jnp.float32)
+    z = jnp.zeros((1, self.latent_dim), jnp.float32)
+    return self.module.init(rng, x, z)["params"]
+
+  def posterior(self, params, batch: interface.Batch) -> D.DiagonalGaussian:
+    """q(z|x) of each example."""
+    return D.DiagonalGaussian(*self._apply(params, batch["image"], method=VAE.encode))
+
+  def likelihood(self, params, z: jax.Array) -> likelihoods.Likelihood:
+    """p(x|z) for codes z [..., d] (leading axes kept)."""
+    if self.module.decoder == "autoregressive":
+      return likelihoods.Autoregressive(
+          score=lambda x: likelihoods.Bernoulli(
+              self._apply(params, z, x, method=VAE.teacher_forced_logits)),
+          draw=lambda rng: self._apply(params, z, rng, method=VAE.draw))
+    loc, log_scale = self._apply(params, z.reshape(-1, z.shape[-1]), method=VAE.decode)
+    unflat = lambda a: a.reshape((*z.shape[:-1], *a.shape[1:]))
+    if log_scale is None:
+      return likelihoods.Bernoulli(unflat(loc))
+    return likelihoods.Gaussian(unflat(loc), unflat(log_scale))
+
+  def log_likelihood(self, params, batch: interface.Batch) -> Callable[[jax.Array], jax.Array]:
+    """z [B, d] or [B, c, d] -> log p(x_b | z) [B] or [B, c] for the batch's images."""
+    x = batch["image"]
+
+    def log_likelihood(z: jax.Array) -> jax.Array:
+      scored = x.reshape((x.shape[0],) + (1,) * (z.ndim - 2) + x.shape[1:])
+      return self.likelihood(params, z).log_prob(scored)
+    return log_likelihood
+
+  def terms(self, params, batch: interface.Batch, keys: jax.Array) -> interface.Terms:
+    q = self.posterior(params, batch)
+    terms = elbo.gaussian_elbo_terms(q, self.log_likelihood(params, batch), keys,
+                                     self.kl_estimator)
+    terms[interface.POSTERIOR] = q
+    return terms
+
+  def log_weights(self, params, batch: interface.Batch,
+                  keys: jax.Array) -> interface.LogWeights:
+    return iwae.gaussian_log_weights(self.posterior(params, batch),
+                                     self.log_likelihood(params, batch), keys)
+
+  def encode(self, params, batch: interface.Batch) -> jax.Array:
+    return self.posterior(params, batch).mean
+
+  def decode(self, params, codes: jax.Array, rng: Optional[jax.Array] = None,
+             condition: Optional[interface.Batch] = None) -> jax.Array:
+    del condition  # unconditional
+    return self.likelihood(params, codes).mean(rng)
+
+  def sample_observation(self, params, codes: jax.Array, rng: jax.Array,
+                         condition: Optional[interface.Batch] = None) -> jax.Array:
+    del condition
+    return self.likelihood(params, codes).sample(rng)
+
+  def sample_prior(self, rng: jax.Array, num: int,
+                   condition: Optional[interface.Batch] = None) -> jax.Array:
+    del condition
+    return jax.random.normal(rng, (num, self.latent_dim))
 
 
-def init_params(model: VAE, rng: jax.Array) -> dict:
-  x = jnp.zeros((1, *model.image_shape), jnp.float32)
-  z = jnp.zeros((1, model.latent_dim), jnp.float32)
-  return model.init(rng, x, z)["params"]
+def observes(config: ml_collections.ConfigDict) -> str:
+  return "binary" if config.model.likelihood == "bernoulli" else "continuous"
 
 
-def encode(model: VAE, params: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Pure encoder: params, x -> (mean, logvar) of q(z|x)."""
-  return model.apply({"params": params}, x, method=VAE.encode)
+def validate(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> None:
+  encoder = checks.choice(config, "model.encoder", ENCODERS)
+  decoder = checks.choice(config, "model.decoder", DECODERS)
+  checks.number(config, "model.latent_dim", minimum=1, integer=True)
+  checks.number(config, "model.width", minimum=1, integer=True)
+  depth = checks.number(config, "model.depth", minimum=0, integer=True)
+  checks.choice(config, "model.activation", layers.ACTIVATIONS)
+  likelihood = checks.choice(config, "model.likelihood", LIKELIHOODS)
+  checks.number(config, "model.gaussian_scale", minimum=0, strict=True)
+  checks.choice(config, "objective.kl_estimator", KL_ESTIMATORS)
+  if decoder == "autoregressive" and likelihood != "bernoulli":
+    checks.fail("model.likelihood", likelihood,
+                "decoder 'autoregressive' is a Bernoulli model of binary pixels; use 'bernoulli'")
+  if decoder == "autoregressive" and data.image_shape[2] != 1:
+    checks.fail("data.name", data.name, "decoder 'autoregressive' models one-channel images; "
+                "use a grayscale dataset")
+  if "conv" in (encoder, decoder):
+    if depth < 1:
+      checks.fail("model.depth", depth, "a conv encoder/decoder needs at least 1 stage")
+    height, width, _ = data.image_shape
+    if height % 2**depth or width % 2**depth:
+      checks.fail("model.depth", depth, f"conv stages halve the {height}x{width} images of "
+                  f"{data.name!r} {depth} times; the size must divide by 2**depth")
 
 
-def decode(model: VAE, params: dict, z: jax.Array, x: Optional[jax.Array] = None):
-  """Pure decoder: params, z -> (location, log-scale) of p(x|z).
-
-  x: the images scored, needed by the autoregressive decoder (ignored by the others).
-  """
-  return model.apply({"params": params}, z, x, method=VAE.decode)
-
-
-def sample_autoregressive(model: VAE, params: dict, z: jax.Array,
-                          rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Autoregressive decoder only: (x ~ p(x|z), the p(x_i = 1 | x_<i, z) along that x)."""
-  if model.decoder != "autoregressive":
-    raise ValueError(f"sample_autoregressive needs decoder 'autoregressive', not "
-                     f"{model.decoder!r}.")
-  return model.apply({"params": params}, z, rng, method=VAE.sample_autoregressive)
+def build(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> GaussianVAE:
+  m = config.model
+  module = VAE(latent_dim=m.latent_dim, image_shape=tuple(data.image_shape), encoder=m.encoder,
+               decoder=m.decoder, width=m.width, depth=m.depth, activation=m.activation,
+               likelihood=m.likelihood, gaussian_scale=m.gaussian_scale)
+  return GaussianVAE(module, config.objective.kl_estimator)

@@ -1,21 +1,21 @@
-"""The ELBO and the training loss built on it, as pure functions.
+"""The ELBO's per-example terms and the training loss built on them, as pure functions.
 
-``elbo_terms`` returns every term per example, in nats:
+``gaussian_elbo_terms`` gives every term per example, in nats, for any
+diagonal-Gaussian q(z|x), the N(0, I) prior and any p(x|z):
   elbo        = log p(x|z) - KL(q(z|x) || p(z))       (a lower bound on log p(x))
   rate        = KL(q(z|x) || N(0, I))                 (analytic or 1-sample MC)
   distortion  = -log p(x|z)                           (1 sample of z ~ q)
   kl_per_dim  = the rate split over latent dimensions
-plus ``bits_per_dim`` for continuous likelihoods. Training, evaluation and
-result tables all read these same numbers.
+Families with such a q build their ``terms`` on it; studies use it with a q of
+their own (per-point SVI).
 
-``training_loss`` turns a batch of terms into distortion + beta * rate, with KL
-warm-up and free bits (Kingma et al. 2016, "Improved variational inference with
-inverse autoregressive flow", Sec. C.8) against posterior collapse.
+``training_loss`` turns any family's batch of terms into distortion + beta *
+rate, with KL warm-up and free bits (Kingma et al. 2016, "Improved variational
+inference with inverse autoregressive flow", Sec. C.8) against posterior collapse.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import jax
@@ -23,53 +23,33 @@ import jax.numpy as jnp
 
 from vae_jax.core import distributions as D
 from vae_jax.core import likelihoods
-from vae_jax.models import gaussian_vae as models
 
-KL_ESTIMATORS = ("analytic", "mc")
 Terms = dict[str, jax.Array]
+# Terms that are not per-example scalars to average into metrics.
+_NOT_REPORTED = ("kl_per_dim", "posterior")
 
 
-def elbo_terms(mean: jax.Array, logvar: jax.Array,
-               log_likelihood: Callable[[jax.Array], jax.Array], keys: jax.Array,
-               kl_estimator: str = "analytic") -> Terms:
-  """Per-example ELBO terms for any q = N(mean, exp(logvar)) and any p(x|z).
+def gaussian_elbo_terms(q: D.DiagonalGaussian, log_likelihood: Callable[[jax.Array], jax.Array],
+                        keys: jax.Array, kl_estimator: str = "analytic") -> Terms:
+  """Per-example ELBO terms for q = N(mean, exp(logvar)) [B, d] and any p(x|z).
 
   Args:
-    mean, logvar: [B, latent_dim] parameters of q(z|x).
-    log_likelihood: z [B, latent_dim] -> log p(x|z) [B].
+    q: the posterior of each example.
+    log_likelihood: z [B, d] -> log p(x|z) [B].
     keys: [B] per-example keys for the reparameterized z = mean + sigma * eps.
     kl_estimator: "analytic" (closed form) or "mc" (log q(z|x) - log p(z) at z).
   """
-  z = D.reparameterize(keys, mean, logvar)
+  z = q.sample(keys)
   log_px_z = log_likelihood(z)
-  if kl_estimator == "analytic":
-    kl_per_dim = D.kl_to_standard_normal_per_dim(mean, logvar)
-  else:
-    kl_per_dim = D.kl_monte_carlo_per_dim(z, mean, logvar)
+  kl_per_dim = q.kl_per_dim() if kl_estimator == "analytic" else q.kl_per_dim(z)
   rate = jnp.sum(kl_per_dim, axis=-1)
   return {"elbo": log_px_z - rate, "rate": rate, "distortion": -log_px_z,
           "kl_per_dim": kl_per_dim}
 
 
-def log_likelihood_fn(model: models.VAE, params: dict,
-                      x: jax.Array) -> Callable[[jax.Array], jax.Array]:
-  """z [B, latent_dim] -> log p(x|z) [B] in nats, for the images x [B, H, W, C]."""
-  def log_likelihood(z):
-    loc, log_scale = models.decode(model, params, z, x)  # x: teacher forcing, if autoregressive
-    return likelihoods.log_prob(model.likelihood, x, loc, log_scale)
-  return log_likelihood
-
-
-def vae_terms(model: models.VAE, params: dict, x: jax.Array, keys: jax.Array,
-              kl_estimator: str = "analytic") -> Terms:
-  """``elbo_terms`` for a VAE on images x [B, H, W, C], plus q's mean and logvar."""
-  mean, logvar = models.encode(model, params, x)
-  terms = elbo_terms(mean, logvar, log_likelihood_fn(model, params, x), keys, kl_estimator)
-  terms["posterior_mean"], terms["posterior_logvar"] = mean, logvar
-  if likelihoods.is_continuous(model.likelihood):
-    terms["bits_per_dim"] = likelihoods.bits_per_dim(
-        -terms["elbo"], math.prod(model.image_shape))
-  return terms
+def add_bits_per_dim(terms: Terms, num_dims: int) -> Terms:
+  """Adds ``bits_per_dim`` of -elbo: for continuous densities of dequantized 8-bit data."""
+  return {**terms, "bits_per_dim": likelihoods.bits_per_dim(-terms["elbo"], num_dims)}
 
 
 def beta_at(step: jax.Array, beta: float, warmup_steps: int) -> jax.Array:
@@ -98,15 +78,21 @@ def free_bits_rate(kl_per_dim: jax.Array, free_bits: float,
 
 def training_loss(terms: Terms, beta: jax.Array, free_bits: float,
                   axis_name: Optional[str] = None) -> tuple[jax.Array, dict]:
-  """distortion + beta * rate, averaged over the (local) batch; returns metrics too."""
+  """distortion + beta * rate, averaged over the (local) batch; returns metrics too.
+
+  Metrics: the loss, beta, and the batch mean of every per-example term.
+  """
   distortion = jnp.mean(terms["distortion"])
   if free_bits > 0:
+    if "kl_per_dim" not in terms:
+      raise ValueError("objective.free_bits needs the per-dimension KL (terms['kl_per_dim']), "
+                       "which this model family does not provide; set it to 0.")
     rate_term = free_bits_rate(terms["kl_per_dim"], free_bits, axis_name)
   else:
     rate_term = jnp.mean(terms["rate"])
   loss = distortion + beta * rate_term
-  metrics = {"loss": loss, "elbo": jnp.mean(terms["elbo"]),
-             "rate": jnp.mean(terms["rate"]), "distortion": distortion, "beta": beta}
-  if "bits_per_dim" in terms:
-    metrics["bits_per_dim"] = jnp.mean(terms["bits_per_dim"])
+  metrics = {"loss": loss, "distortion": distortion, "beta": beta}
+  for key, value in terms.items():  # elbo, rate and any family's own per-example figures
+    if key not in metrics and key not in _NOT_REPORTED and jnp.ndim(value) == 1:
+      metrics[key] = jnp.mean(value)
   return loss, metrics

@@ -20,13 +20,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vae_jax import models
+from vae_jax import parallel
+from vae_jax import validation
 from vae_jax.data import datasets
 from vae_jax.evaluation import evaluator as evaluation
-from vae_jax.models import gaussian_vae as models
-from vae_jax import parallel
 from vae_jax.perf import roofline
+from vae_jax.training import state as state_lib
 from vae_jax.training import step as training
-from vae_jax import validation
 
 # Examples per split of the datasets the benchmark imitates (train, test).
 SPLIT_SIZES = {"binarized_mnist": (50_000, 10_000), "cifar10": (50_000, 10_000),
@@ -36,11 +37,16 @@ DEFAULT_SPLIT_SIZES = (60_000, 10_000)
 PEAK_SHAPE = 2048
 
 
-def synthetic_split(name: str, num: int, seed: int) -> np.ndarray:
-  """Random uint8 images shaped like dataset ``name`` ({0, 1} if it is binary)."""
+def synthetic_split(name: str, num: int, seed: int) -> dict[str, np.ndarray]:
+  """A batch dict of random uint8 images shaped like dataset ``name`` ({0, 1} if it is
+  binary), with random labels where the dataset has labels."""
   rng = np.random.default_rng(seed)
-  high = 2 if datasets.is_binary(name) else 256
-  return rng.integers(0, high, (num, *datasets.image_shape(name)), dtype=np.uint8)
+  info = datasets.info(name)
+  high = 2 if info.binary else 256
+  out = {"image": rng.integers(0, high, (num, *info.image_shape), dtype=np.uint8)}
+  if info.num_classes:
+    out["label"] = rng.integers(0, info.num_classes, num, dtype=np.int32)
+  return out
 
 
 def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
@@ -97,12 +103,11 @@ def measure_train(config: ml_collections.ConfigDict, batch_size: int, *, repeats
   validation.validate(config)
   name = config.data.name
   num_train = SPLIT_SIZES.get(name, DEFAULT_SPLIT_SIZES)[0]
-  preprocessing = validation.resolve_preprocessing(
-      name, config.data.preprocessing, config.model.likelihood)
-  model = models.build_model(config.model, datasets.image_shape(name))
-  tx = training.make_optimizer(config.optim, 1_000_000)
+  preprocessing = validation.preprocessing_of(config)
+  model = models.build(config, datasets.info(name))
+  tx = state_lib.make_optimizer(config.optim, 1_000_000)
   spec = training.spec_from_config(config, num_train, preprocessing)
-  state = training.create_train_state(config.seed, model, tx)
+  state = state_lib.create_train_state(config.seed, model, tx)
   images = synthetic_split(name, num_train, config.seed)
   chunk = training.DataParallelTrainChunk(model, tx, spec)
   replicated_images = parallel.replicate(images)
@@ -142,20 +147,19 @@ def measure_eval(config: ml_collections.ConfigDict, num_importance_samples: int,
   """IWAE evaluation examples/s with k samples on ``num_examples`` test images."""
   validation.validate(config)
   name = config.data.name
-  preprocessing = validation.resolve_preprocessing(
-      name, config.data.preprocessing, config.model.likelihood)
-  model = models.build_model(config.model, datasets.image_shape(name))
-  params = models.init_params(model, jax.random.PRNGKey(config.seed))
+  preprocessing = validation.preprocessing_of(config)
+  model = models.build(config, datasets.info(name))
+  params = model.init(jax.random.PRNGKey(config.seed))
   images = synthetic_split(name, num_examples, config.seed)
-  evaluator = evaluation.Evaluator(model, preprocessing, config.objective.kl_estimator,
-                                   config.eval.seed, images, config.eval.batch_size,
-                                   config.eval.iwae_chunk_size)
+  evaluator = evaluation.Evaluator(model, preprocessing, config.eval.seed, images,
+                                   config.eval.batch_size, config.eval.iwae_chunk_size)
   replicated = parallel.replicate(params)
   compile_seconds, seconds = _compile_and_best_seconds(
       lambda: evaluator.per_example(replicated, num_importance_samples), repeats)
   block = lambda x: np.zeros(x.shape[1:], x.dtype)  # what one device's program sees
   found = roofline.products(evaluator.per_device_fn(num_importance_samples), params,
-                            block(evaluator.split.images), block(evaluator.split.ids),
+                            jax.tree.map(block, evaluator.split.data),
+                            block(evaluator.split.ids),
                             axis_env=[(parallel.AXIS_NAME, parallel.device_count())])
   full_test = SPLIT_SIZES.get(name, DEFAULT_SPLIT_SIZES)[1]
   return {"kind": "eval", "model": _describe_model(config),
@@ -178,10 +182,9 @@ def measure_peak(size: int = PEAK_SHAPE) -> dict[str, Any]:
 
 
 def _describe_model(config: ml_collections.ConfigDict) -> str:
-  m = config.model
-  arch = m.encoder if m.encoder == m.decoder else f"{m.encoder}/{m.decoder}"
-  return (f"{arch} width {m.width} depth {m.depth}, {m.latent_dim} latents, {m.likelihood}, "
-          f"{config.data.name}, {config.optim.optimizer}")
+  """The model's family and fields, the data and the optimizer, in one line."""
+  fields = ", ".join(f"{k} {v}" for k, v in sorted(config.model.items()) if k != "name")
+  return f"{config.model.name} ({fields}), {config.data.name}, {config.optim.optimizer}"
 
 
 def environment() -> dict[str, Any]:

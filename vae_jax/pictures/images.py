@@ -1,7 +1,8 @@
 """Pictures of a model: test reconstructions and prior samples, as PNG grids.
 
-Images show E[x|z] (Bernoulli probabilities or the Gaussian mean), the
-convention of VAE papers; reconstructions decode the posterior mean.
+Images show what ``Model.decode`` shows, E[x|z] (Bernoulli probabilities or
+the Gaussian mean), the convention of VAE papers; reconstructions decode the
+posterior mean.
 """
 
 from __future__ import annotations
@@ -13,50 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from vae_jax.core import likelihoods
-from vae_jax.models import gaussian_vae as models
-
-
-def decoded_mean(model: models.VAE, params: dict, z: jax.Array,
-                 rng: jax.Array | None = None) -> jax.Array:
-  """E[x|z] in [0, 1], the image every picture shows for a code z.
-
-  For the autoregressive decoder E[x|z] is intractable (each pixel's mean
-  depends on the pixels before it); it shows instead p(x_i = 1 | x_<i, z)
-  along one ancestral sample x ~ p(x|z), drawn with ``rng`` (default: key 0,
-  so pictures are reproducible).
-  """
-  if model.decoder == "autoregressive":
-    rng = jax.random.PRNGKey(0) if rng is None else rng
-    return models.sample_autoregressive(model, params, z, rng)[1]
-  loc, _ = models.decode(model, params, z)
-  return likelihoods.mean(model.likelihood, loc)
-
-
-def sample_observation(model: models.VAE, params: dict, z: jax.Array,
-                       rng: jax.Array) -> jax.Array:
-  """x ~ p(x|z) in [0, 1]: binary pixels, or the mean plus per-pixel Gaussian noise.
-
-  What the model actually generates; the mean E[x|z] hides the noise (and, for a
-  Gaussian, the blur it is averaging over). The autoregressive decoder draws
-  its pixels one by one (ancestral sampling).
-  """
-  if model.decoder == "autoregressive":
-    return models.sample_autoregressive(model, params, z, rng)[0]
-  loc, log_scale = models.decode(model, params, z)
-  if model.likelihood == "bernoulli":
-    return jax.random.bernoulli(rng, jax.nn.sigmoid(loc)).astype(jnp.float32)
-  noise = jax.random.normal(rng, loc.shape) * jnp.exp(log_scale)
-  return jnp.clip(loc + noise, 0.0, 1.0)
-
-
-def reconstruct(model: models.VAE, params: dict, x: jax.Array) -> jax.Array:
-  mean, _ = models.encode(model, params, x)
-  return decoded_mean(model, params, mean)
-
-
-def sample_prior(model: models.VAE, params: dict, rng: jax.Array, num: int) -> jax.Array:
-  return decoded_mean(model, params, jax.random.normal(rng, (num, model.latent_dim)))
+from vae_jax.models import interface
 
 
 def grid(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
@@ -92,16 +50,19 @@ def load_png(path: str) -> np.ndarray:
   return image[..., None] if image.ndim == 2 else image
 
 
-def model_pictures(model: models.VAE, params: dict, test_inputs: np.ndarray,
+def model_pictures(model: interface.Model, params: dict, test_batch: interface.Batch,
                    num_samples: int, seed: int, columns: int = 8) -> dict[str, np.ndarray]:
-  """{'reconstructions': grid, 'samples': grid} as uint8 arrays (empty ones omitted)."""
+  """{'reconstructions': grid, 'samples': grid} as uint8 arrays (empty ones omitted).
+
+  ``test_batch``: test examples as the model sees them (a batch dict).
+  """
   out = {}
-  if len(test_inputs):
-    recon = jax.jit(lambda p, x: reconstruct(model, p, x))(params, jnp.asarray(test_inputs))
-    out["reconstructions"] = grid(
-        interleave_rows(test_inputs, np.asarray(recon), columns), columns)
+  inputs = np.asarray(test_batch["image"])
+  if len(inputs):
+    recon = jax.jit(model.reconstruct)(params, jax.tree.map(jnp.asarray, test_batch))
+    out["reconstructions"] = grid(interleave_rows(inputs, np.asarray(recon), columns), columns)
   if num_samples:
     rng = jax.random.PRNGKey(seed)
-    samples = jax.jit(lambda p: sample_prior(model, p, rng, num_samples))(params)
+    samples = jax.jit(lambda p: model.sample(p, rng, num_samples))(params)
     out["samples"] = grid(np.asarray(samples), columns)
   return out

@@ -2,9 +2,9 @@
 
 Each builder returns a uint8 image [H, W, C] (C = 1, or 3 where colour carries
 meaning) whose size follows from its arguments, so the PNGs of two models line
-up. Images show E[x|z] (``images.decoded_mean``); codes of data are posterior
-means. Codes only mean something where the model put information: traversals
-are sorted by each dimension's KL and mark the inactive ones.
+up. Images show E[x|z] (``Model.decode``); codes of data are posterior means
+(``Model.encode``). Codes only mean something where the model put information:
+traversals are sorted by each dimension's KL and mark the inactive ones.
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from vae_jax.pictures import images
-from vae_jax.models import gaussian_vae as models
+from vae_jax.models import interface
 
 # Traversal rows of dimensions whose KL is below this are marked inactive.
 INACTIVE_KL = 0.01
 
 
-def _decode(model: models.VAE, params: dict, z) -> np.ndarray:
+def _decode(model: interface.Model, params: dict, z) -> np.ndarray:
   """E[x|z] for codes of any leading shape [..., d], as a host array [..., H, W, C]."""
   z = jnp.asarray(z, jnp.float32)
   flat = z.reshape(-1, z.shape[-1])
-  out = jax.jit(lambda p, z: images.decoded_mean(model, p, z))(params, flat)
+  out = jax.jit(lambda p, z: model.decode(p, z))(params, flat)
   return np.asarray(out).reshape(*z.shape[:-1], *out.shape[1:])
 
 
@@ -55,21 +55,21 @@ def slerp(z0: np.ndarray, z1: np.ndarray, t: np.ndarray) -> np.ndarray:
   return np.where(sin > 1e-6, curve, lerp(z0, z1, t[0, :, 0])).astype(np.float32)
 
 
-def interpolation(model: models.VAE, params: dict, inputs_a: np.ndarray,
+def interpolation(model: interface.Model, params: dict, inputs_a: np.ndarray,
                   inputs_b: np.ndarray, steps: int) -> np.ndarray:
   """One row per pair: input a, E[x|z] along the line between their posterior means, input b."""
-  mean_a, _ = models.encode(model, params, jnp.asarray(inputs_a))
-  mean_b, _ = models.encode(model, params, jnp.asarray(inputs_b))
+  mean_a = model.encode(params, {"image": jnp.asarray(inputs_a)})
+  mean_b = model.encode(params, {"image": jnp.asarray(inputs_b)})
   path = _decode(model, params, lerp(np.asarray(mean_a), np.asarray(mean_b),
                                      np.linspace(0.0, 1.0, steps)))
   rows = np.concatenate([inputs_a[:, None], path, inputs_b[:, None]], axis=1)
   return images.grid(rows.reshape(-1, *rows.shape[2:]), steps + 2)
 
 
-def prior_interpolation(model: models.VAE, params: dict, rng: jax.Array, num_rows: int,
+def prior_interpolation(model: interface.Model, params: dict, rng: jax.Array, num_rows: int,
                         steps: int) -> np.ndarray:
   """One row per pair of prior samples, decoded along the great circle between them."""
-  z = np.asarray(jax.random.normal(rng, (2, num_rows, model.latent_dim)))
+  z = np.asarray(model.sample_prior(rng, 2 * num_rows)).reshape(2, num_rows, -1)
   path = _decode(model, params, slerp(z[0], z[1], np.linspace(0.0, 1.0, steps)))
   return images.grid(path.reshape(-1, *path.shape[2:]), steps)
 
@@ -86,7 +86,7 @@ def _kl_tile(fraction: float, active: bool, shape: Sequence[int]) -> np.ndarray:
   return tile
 
 
-def traversals(model: models.VAE, params: dict, base_code: np.ndarray,
+def traversals(model: interface.Model, params: dict, base_code: np.ndarray,
                kl_per_dim: np.ndarray, values: np.ndarray,
                inactive_kl: float = INACTIVE_KL) -> tuple[np.ndarray, list[int]]:
   """One row per latent dimension, by decreasing KL: z_d swept over ``values``, others fixed.
@@ -110,7 +110,7 @@ def traversals(model: models.VAE, params: dict, base_code: np.ndarray,
   return images.grid(rows.reshape(-1, *rows.shape[2:]), len(values) + 1), order
 
 
-def manifold(model: models.VAE, params: dict, size: int,
+def manifold(model: interface.Model, params: dict, size: int,
              quantiles: tuple[float, float] = (0.05, 0.95)) -> np.ndarray:
   """A 2-D latent space decoded on a size x size grid of the prior's quantiles.
 
@@ -152,7 +152,7 @@ def class_means(codes: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
   return {int(c): codes[labels == c].mean(0) for c in np.unique(labels)}
 
 
-def arithmetic(model: models.VAE, params: dict, inputs: np.ndarray, input_labels: np.ndarray,
+def arithmetic(model: interface.Model, params: dict, inputs: np.ndarray, input_labels: np.ndarray,
                means: dict[int, np.ndarray]) -> np.ndarray:
   """Rows: an input x of class c, its reconstruction, then E[x|z] at z_x - m_c + m_t per class t.
 
@@ -160,7 +160,7 @@ def arithmetic(model: models.VAE, params: dict, inputs: np.ndarray, input_labels
   adding another class's mean moves x to that class while (if the code
   separates content from style) keeping its stroke, slant and thickness.
   """
-  codes, _ = models.encode(model, params, jnp.asarray(inputs))
+  codes = model.encode(params, {"image": jnp.asarray(inputs)})
   codes = np.asarray(codes)
   targets = sorted(means)
   moved = np.stack([[codes[i] - means[int(c)] + means[t] for t in targets]

@@ -1,4 +1,4 @@
-"""train_and_evaluate: one VAE run from config to results.json.
+"""train_and_evaluate: one run of any model family, from config to results.json.
 
 The loop dispatches chunks of ``steps_per_dispatch`` scanned steps to all
 devices; Python runs once per chunk, at log, evaluation and checkpoint points.
@@ -17,19 +17,20 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from vae_jax.training import checkpoints
-from vae_jax.data import datasets
-from vae_jax.evaluation import evaluator as evaluation
-from vae_jax.data import idx
-from vae_jax.pictures import images
-from vae_jax.training import metrics as metrics_lib
-from vae_jax.models import gaussian_vae as models
+from vae_jax import models
 from vae_jax import parallel
-from vae_jax.training import preemption
-from vae_jax.training import step as training
 from vae_jax import validation
+from vae_jax.data import datasets
+from vae_jax.data import idx
+from vae_jax.evaluation import evaluator as evaluation
+from vae_jax.models import interface
+from vae_jax.pictures import images
+from vae_jax.training import checkpoints
+from vae_jax.training import metrics as metrics_lib
+from vae_jax.training import preemption
+from vae_jax.training import state as state_lib
+from vae_jax.training import step as training
 from vae_jax.training import workdir as workdir_lib
-
 
 # Errors that explain themselves: entry points print them without a traceback.
 USER_ERRORS = (validation.ConfigError, workdir_lib.WorkdirError,
@@ -63,8 +64,10 @@ def describe(summary: dict[str, Any]) -> str:
   if "nll" in summary:
     text += (f" | NLL(k={summary['num_importance_samples']}) {summary['nll']:.3f}, "
              f"gap {summary['gap']:.3f}")
-  return (text + f" | active units {summary['active_units']}/{len(summary['kl_per_dim'])}, "
-          f"MI {summary['mutual_information']:.3f} | {summary['eval_seconds']:.1f}s")
+  if "active_units" in summary:
+    text += (f" | active units {summary['active_units']}/{len(summary['activity_per_dim'])}, "
+             f"MI {summary['mutual_information']:.3f}")
+  return text + f" | {summary['eval_seconds']:.1f}s"
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -98,10 +101,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, list],
            start_time: float, main_process: bool) -> dict[str, Any]:
   dataset, fallback_reason = datasets.load_configured(config.data)
-  likelihood = config.model.likelihood
+  observes = models.observes(config)
   preprocessing = validation.resolve_preprocessing(
-      dataset.name, config.data.preprocessing, likelihood)
-  validation.check_data_model(dataset.name, preprocessing, likelihood)
+      dataset.name, config.data.preprocessing, observes)
+  validation.check_data_model(dataset.name, preprocessing, observes)
   num_train = len(dataset.train)
   if config.batch_size > num_train:
     raise validation.ConfigError(
@@ -116,9 +119,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
                parallel.device_count(), jax.process_count(), total_steps, config.batch_size,
                steps_per_epoch)
 
-  model = models.build_model(config.model, dataset.image_shape)
-  tx = training.make_optimizer(config.optim, total_steps)
-  state = training.create_train_state(config.seed, model, tx)
+  model = models.build(config, dataset.info)
+  tx = state_lib.make_optimizer(config.optim, total_steps)
+  state = state_lib.create_train_state(config.seed, model, tx)
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints,
                                   keep_best=config.keep_best_checkpoint)
   # Every process restores: hosts that saw different checkpoints would run different
@@ -148,10 +151,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
   skip = config.optim.on_nonfinite == "skip"
   train_chunk = training.DataParallelTrainChunk(
       model, tx, training.spec_from_config(config, num_train, preprocessing))
-  evaluator = evaluation.Evaluator(model, preprocessing, config.objective.kl_estimator,
-                                   config.eval.seed, dataset.test, config.eval.batch_size,
+  evaluator = evaluation.Evaluator(model, preprocessing, config.eval.seed,
+                                   dataset.arrays("test"), config.eval.batch_size,
                                    config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)
-  train_images = parallel.replicate(dataset.train)
+  train_data = parallel.replicate(dataset.arrays("train"))
   rstate = parallel.replicate(state)
   writer = metrics_lib.create_writer(workdir, is_main_process=main_process)
 
@@ -182,7 +185,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
       num_steps = _next_stop(step, total_steps, config) - step
       compiling |= num_steps not in compiled
       compiled.add(num_steps)
-      rstate, chunk_metrics = train_chunk(rstate, train_images, step, num_steps)
+      rstate, chunk_metrics = train_chunk(rstate, train_data, step, num_steps)
       pending.append((step, chunk_metrics))
       step += num_steps
       final = step == total_steps
@@ -277,14 +280,14 @@ def _log_train(writer, logged: list, step: int, last_log_step: int, total_steps:
                               **({"train/skipped_updates": skipped} if counters else {})})
 
 
-def _write_pictures(writer, workdir: str, model: models.VAE, params: dict,
+def _write_pictures(writer, workdir: str, model: interface.Model, params: dict,
                     dataset: datasets.Dataset, config: ml_collections.ConfigDict,
                     preprocessing: str, step: int) -> None:
   """Reconstructions of the first test images (as the model sees them) and samples."""
   count = min(config.images.num_reconstructions, len(dataset.test))
-  inputs = evaluation.eval_inputs(dataset.test[:count], np.arange(count), preprocessing,
-                                  config.eval.seed)
-  pictures = images.model_pictures(model, params, inputs, config.images.num_samples,
+  test = {k: v[:count] for k, v in dataset.arrays("test").items()}
+  batch = evaluation.eval_batch(test, np.arange(count), preprocessing, config.eval.seed)
+  pictures = images.model_pictures(model, params, batch, config.images.num_samples,
                                    config.eval.seed)
   for name, picture in pictures.items():
     images.save_png(os.path.join(workdir, f"{name}.png"), picture)

@@ -1,8 +1,10 @@
-"""Train state, optimizer and the per-device train step, scanned over many steps.
+"""The per-device train step of any model family, scanned over many steps.
 
 ``make_train_chunk`` returns a pure per-device function: it runs ``num_steps``
 optimizer steps in one ``lax.scan`` (Python does not run per step), reading its
-batches from the uint8 dataset already on the device, and averages gradients
+batches from the dataset already on the device (a dict: uint8 "image" and, where
+the dataset has them, "label"), asking the model for its per-example terms
+(``Model.terms``) and the objective for the loss, and averages gradients
 over the devices with ``pmean`` on ``parallel.AXIS_NAME``. ``parallel``
 maps it over devices; nothing here knows how many there are.
 
@@ -15,27 +17,20 @@ counts them in the optimizer state (so in checkpoints too).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+import math
+from typing import Optional
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
-from vae_jax.data import pipeline
-from vae_jax.models import gaussian_vae as models
-from vae_jax.objectives import elbo as objectives
 from vae_jax import parallel
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array       # int32 scalar: optimizer steps taken
-  params: Any
-  opt_state: Any
-  rng: jax.Array        # the run's base key; every draw folds in (stream, step, example)
+from vae_jax.data import pipeline
+from vae_jax.models import interface
+from vae_jax.objectives import elbo
+from vae_jax.training import state as state_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +43,6 @@ class TrainSpec:
   beta: float
   kl_warmup_steps: int
   free_bits: float
-  kl_estimator: str
   skip_nonfinite: bool = False
   nan_at_step: int = -1   # fault injection for tests: update N's loss becomes NaN
 
@@ -65,53 +59,22 @@ def spec_from_config(config: ml_collections.ConfigDict, num_examples: int,
       per_device_batch=parallel.per_device(config.batch_size, "batch_size"),
       preprocessing=preprocessing, beta=config.objective.beta,
       kl_warmup_steps=config.objective.warmup_steps,
-      free_bits=config.objective.free_bits, kl_estimator=config.objective.kl_estimator,
+      free_bits=config.objective.free_bits,
       skip_nonfinite=config.optim.on_nonfinite == "skip",
       nan_at_step=config.debug.nan_at_step)
 
 
-def learning_rate_schedule(optim: ml_collections.ConfigDict,
-                           total_steps: int) -> optax.Schedule:
-  lr, warmup = optim.learning_rate, optim.warmup_steps
-  if optim.schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(
-        0.0, lr, warmup, max(total_steps, warmup + 1))
-  if warmup:
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
-  return optax.constant_schedule(lr)
+def make_batch(data: dict[str, jax.Array], indices: jax.Array, pixel_keys: jax.Array,
+               preprocessing: str) -> interface.Batch:
+  """The examples at ``indices`` as the model sees them: preprocessed images, labels as is."""
+  batch = {k: jnp.take(v, indices, axis=0) for k, v in data.items()}
+  batch["image"] = pipeline.preprocess(batch["image"], pixel_keys, preprocessing)
+  return batch
 
 
-def make_optimizer(optim: ml_collections.ConfigDict,
-                   total_steps: int) -> optax.GradientTransformation:
-  schedule = learning_rate_schedule(optim, total_steps)
-  if optim.optimizer == "adam":
-    opt = optax.adam(schedule)
-  elif optim.optimizer == "adamw":
-    opt = optax.adamw(schedule, weight_decay=optim.weight_decay)
-  else:
-    opt = optax.sgd(schedule)
-  if optim.grad_clip_norm > 0:
-    opt = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), opt)
-  # One vector for all parameters: the per-parameter update (memory-bound, a few
-  # elementwise passes) runs as a few large loops instead of a few per leaf.
-  opt = optax.flatten(opt)
-  if optim.on_nonfinite == "skip":
-    opt = optax.apply_if_finite(opt, max_consecutive_errors=optim.max_consecutive_nonfinite)
-  return opt
-
-
-def create_train_state(seed: int, model: models.VAE,
-                       tx: optax.GradientTransformation) -> TrainState:
-  init_rng, run_rng = jax.random.split(jax.random.PRNGKey(seed))
-  params = models.init_params(model, init_rng)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params), rng=run_rng)
-
-
-def make_train_chunk(model: models.VAE, tx: optax.GradientTransformation,
+def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
                      spec: TrainSpec):
-  """Per-device fn(state, images, perms, num_steps) -> (state, metrics stacked over steps).
+  """Per-device fn(state, data, perms, num_steps) -> (state, metrics stacked over steps).
 
   ``perms``: the permutations of the ``epochs_touched(spec, num_steps)`` epochs
   from the state's epoch on (a tuple of [N] arrays), so a chunk may cross epoch
@@ -120,7 +83,7 @@ def make_train_chunk(model: models.VAE, tx: optax.GradientTransformation,
   """
   axis = parallel.AXIS_NAME
 
-  def train_step(state: TrainState, images: jax.Array, perms: jax.Array,
+  def train_step(state: state_lib.TrainState, data: dict[str, jax.Array], perms: jax.Array,
                  first_epoch: jax.Array):
     epoch, step_in_epoch = jnp.divmod(state.step, spec.steps_per_epoch)
     indices, positions = pipeline.local_batch_indices(
@@ -130,13 +93,14 @@ def make_train_chunk(model: models.VAE, tx: optax.GradientTransformation,
         pipeline.stream_key(state.rng, pipeline.STREAM_PIXELS, state.step), positions)
     latent_keys = pipeline.example_keys(
         pipeline.stream_key(state.rng, pipeline.STREAM_LATENT, state.step), positions)
-    x = pipeline.preprocess(jnp.take(images, indices, axis=0), pixel_keys,
-                            spec.preprocessing)
-    beta = objectives.beta_at(state.step, spec.beta, spec.kl_warmup_steps)
+    batch = make_batch(data, indices, pixel_keys, spec.preprocessing)
+    beta = elbo.beta_at(state.step, spec.beta, spec.kl_warmup_steps)
 
     def loss_fn(params):
-      terms = objectives.vae_terms(model, params, x, latent_keys, spec.kl_estimator)
-      loss, metrics = objectives.training_loss(terms, beta, spec.free_bits, axis)
+      terms = model.terms(params, batch, latent_keys)
+      if spec.preprocessing == "dequantize":
+        terms = elbo.add_bits_per_dim(terms, math.prod(batch["image"].shape[1:]))
+      loss, metrics = elbo.training_loss(terms, beta, spec.free_bits, axis)
       if spec.nan_at_step > 0:
         loss = loss * jnp.where(state.step + 1 == spec.nan_at_step, jnp.nan, 1.0)
         metrics["loss"] = loss
@@ -157,10 +121,11 @@ def make_train_chunk(model: models.VAE, tx: optax.GradientTransformation,
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
-  def train_chunk(state: TrainState, images: jax.Array, perms: tuple, num_steps: int):
+  def train_chunk(state: state_lib.TrainState, data: dict[str, jax.Array], perms: tuple,
+                  num_steps: int):
     first_epoch = state.step // spec.steps_per_epoch
     perms = jnp.stack(perms)
-    return jax.lax.scan(lambda s, _: train_step(s, images, perms, first_epoch), state,
+    return jax.lax.scan(lambda s, _: train_step(s, data, perms, first_epoch), state,
                         None, length=num_steps)
 
   return train_chunk
@@ -174,7 +139,7 @@ def epochs_touched(spec: TrainSpec, num_steps: int) -> int:
 class DataParallelTrainChunk:
   """``make_train_chunk`` on every device, drawing each epoch's permutation once.
 
-  Call as fn(replicated state, replicated images, step, num_steps) -> (state,
+  Call as fn(replicated state, replicated data dict, step, num_steps) -> (state,
   metrics), ``step`` being the state's step (the host knows it without waiting
   for the devices). The state's buffers are donated: use the returned state.
   A permutation of 50,000 examples takes about 16 ms on a 2-core CPU; drawn
@@ -182,7 +147,8 @@ class DataParallelTrainChunk:
   default model's training time.
   """
 
-  def __init__(self, model: models.VAE, tx: optax.GradientTransformation, spec: TrainSpec):
+  def __init__(self, model: interface.Model, tx: optax.GradientTransformation,
+               spec: TrainSpec):
     self._spec = spec
     self._chunk = parallel.data_parallel(make_train_chunk(model, tx, spec),
                                          static_argnums=(3,), donate_argnums=(0,))
@@ -198,9 +164,10 @@ class DataParallelTrainChunk:
                    self._permutation(rng, parallel.replicate(np.int32(e))) for e in epochs}
     return tuple(self._perms[e] for e in epochs)
 
-  def __call__(self, rstate: TrainState, images: jax.Array, step: int, num_steps: int):
+  def __call__(self, rstate: state_lib.TrainState, data: dict[str, jax.Array], step: int,
+               num_steps: int):
     perms = self.permutations(rstate.rng, step, num_steps)
-    return self._chunk(rstate, images, perms, num_steps)
+    return self._chunk(rstate, data, perms, num_steps)
 
 
 CHECKED = ("loss", "grad_norm")

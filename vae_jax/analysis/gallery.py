@@ -1,7 +1,7 @@
 """Every picture of a trained model, from its workdir: PNGs plus TensorBoard images.
 
 Used by ``python -m experiments.pictures``. A run's checkpoint is read back
-(``checkpoint_eval.load_run``, read-only) and its test images are shown as the
+(``saved_run.load_run``, read-only) and its test images are shown as the
 model sees them (the evaluation's fixed binarization or dequantization), so the
 pictures of a run are the same every time. They are written to
 ``WORKDIR/pictures/step_STEP/`` (one PNG each, and an event file there for
@@ -20,22 +20,22 @@ import textwrap
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from clu import metric_writers
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from vae_jax.evaluation import saved_run as checkpoint_eval
+from vae_jax import models
+from vae_jax import validation
+from vae_jax.analysis import tables
 from vae_jax.data import datasets
-from vae_jax.core import distributions as D
-from vae_jax.evaluation import evaluator as evaluation
+from vae_jax.data import pipeline
+from vae_jax.evaluation import evaluator
+from vae_jax.evaluation import saved_run
+from vae_jax.models import interface
 from vae_jax.pictures import images
 from vae_jax.pictures import latent as lp
-from vae_jax.models import gaussian_vae as models
-from vae_jax.analysis import tables
-from vae_jax import validation
 from vae_jax.training import workdir as workdir_lib
 
 PICTURES_DIR = "pictures"
@@ -58,19 +58,37 @@ class PictureSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Labelled:
-  """Test images as the model sees them, with labels (for scatter and arithmetic)."""
-  inputs: np.ndarray
+  """Test examples as the model sees them, with labels (for scatter and arithmetic)."""
+  batch: interface.Batch
   labels: np.ndarray
   source: str
 
+  @property
+  def inputs(self) -> np.ndarray:
+    return np.asarray(self.batch["image"])
 
-def _inputs(dataset: datasets.Dataset, count: int, preprocessing: str, seed: int) -> np.ndarray:
+
+def _test_batch(dataset: datasets.Dataset, count: int, preprocessing: str,
+                seed: int) -> interface.Batch:
+  """The first ``count`` test examples as the model sees them (the evaluation's draws)."""
   count = min(count, len(dataset.test))
-  return np.asarray(evaluation.eval_inputs(dataset.test[:count], np.arange(count),
-                                           preprocessing, seed))
+  data = {k: v[:count] for k, v in dataset.arrays("test").items()}
+  return {k: np.asarray(v) for k, v in
+          evaluator.eval_batch(data, np.arange(count), preprocessing, seed).items()}
 
 
-def labelled_data(run: checkpoint_eval.Run, spec: PictureSpec,
+def _kl_per_dim(model: interface.Model, params, batch: interface.Batch,
+                seed: int) -> Optional[np.ndarray]:
+  """Each latent dimension's KL averaged over the batch, if the family reports one."""
+  ids = np.arange(len(batch["image"]))
+  terms = jax.jit(model.terms)(params, batch,
+                               evaluator.eval_keys(seed, pipeline.STREAM_LATENT, ids))
+  if interface.KL_PER_DIM not in terms:
+    return None
+  return np.asarray(terms[interface.KL_PER_DIM]).mean(0)
+
+
+def labelled_data(run: saved_run.Run, spec: PictureSpec,
                   borrow: Optional[str] = None) -> Optional[Labelled]:
   """The run's labelled test data, or that of ``borrow`` (same image shape) if it has none.
 
@@ -84,35 +102,39 @@ def labelled_data(run: checkpoint_eval.Run, spec: PictureSpec,
       raise validation.ConfigError(
           f"--labelled_data={borrow!r} has images of shape {dataset.image_shape}; the model "
           f"was trained on {run.dataset.image_shape} ({run.dataset.name!r}).")
-    preprocessing = validation.resolve_preprocessing(borrow, "auto", run.model.likelihood)
+    preprocessing = validation.resolve_preprocessing(borrow, "auto", models.observes(run.config))
   if dataset.test_labels is None:
     return None
-  inputs = _inputs(dataset, spec.num_encoded, preprocessing, spec.seed)
-  return Labelled(inputs, dataset.test_labels[:len(inputs)], dataset.name)
+  batch = _test_batch(dataset, spec.num_encoded, preprocessing, spec.seed)
+  return Labelled(batch, dataset.test_labels[:len(batch["image"])], dataset.name)
 
 
-def make_pictures(run: checkpoint_eval.Run, spec: PictureSpec = PictureSpec(),
+def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
                   labelled: Optional[Labelled] = None) -> dict[str, np.ndarray]:
   """{name: uint8 image [H, W, C]} of every picture that applies to this model."""
   model, params = run.model, run.params
   rng = jax.random.PRNGKey(spec.seed)
-  out = images.model_pictures(model, params, _inputs(run.dataset, spec.num_reconstructions,
-                                                     run.preprocessing, spec.seed),
+  out = images.model_pictures(model, params, _test_batch(run.dataset, spec.num_reconstructions,
+                                                         run.preprocessing, spec.seed),
                               spec.num_samples, spec.seed, spec.columns)
   if spec.num_samples:  # the same z as "samples": E[x|z] there, a draw x ~ p(x|z) here
-    z = jax.random.normal(rng, (spec.num_samples, model.latent_dim))
-    drawn = jax.jit(lambda p: images.sample_observation(model, p, z, jax.random.fold_in(rng, 2)))
+    z = model.sample_prior(rng, spec.num_samples)
+    drawn = jax.jit(lambda p: model.sample_observation(p, z, jax.random.fold_in(rng, 2)))
     out["samples_from_likelihood"] = images.grid(np.asarray(drawn(params)), spec.columns)
+  if model.latent_dim is None:
+    return out  # codes that are not vectors: no interpolations, traversals or scatter
 
-  encoded = _inputs(run.dataset, spec.num_encoded, run.preprocessing, spec.seed)
-  mean, logvar = jax.jit(lambda p, x: models.encode(model, p, x))(params, encoded)
-  mean = np.asarray(mean)
-  kl_per_dim = np.asarray(jnp.mean(D.kl_to_standard_normal_per_dim(mean, logvar), 0))
+  encoded = _test_batch(run.dataset, spec.num_encoded, run.preprocessing, spec.seed)
+  mean = np.asarray(jax.jit(model.encode)(params, encoded))
+  kl_per_dim = _kl_per_dim(model, params, encoded, spec.seed)
+  if kl_per_dim is None:  # order by how much the codes vary over the data instead
+    kl_per_dim = np.var(mean, axis=0)
 
-  pairs = min(spec.interpolation_rows, len(encoded) // 2)
+  inputs = encoded["image"]
+  pairs = min(spec.interpolation_rows, len(inputs) // 2)
   if pairs:
     out["interpolation_linear"] = lp.interpolation(
-        model, params, encoded[:pairs], encoded[pairs:2 * pairs], spec.interpolation_steps)
+        model, params, inputs[:pairs], inputs[pairs:2 * pairs], spec.interpolation_steps)
   if spec.interpolation_rows:
     out["interpolation_prior_spherical"] = lp.prior_interpolation(
         model, params, jax.random.fold_in(rng, 3), spec.interpolation_rows,
@@ -123,8 +145,7 @@ def make_pictures(run: checkpoint_eval.Run, spec: PictureSpec = PictureSpec(),
     out["manifold"] = lp.manifold(model, params, spec.manifold_size)
   codes, labels, source = mean, None, run.dataset.name
   if labelled is not None:
-    codes = np.asarray(jax.jit(lambda p, x: models.encode(model, p, x)[0])(
-        params, labelled.inputs))
+    codes = np.asarray(jax.jit(model.encode)(params, labelled.batch))
     labels, source = labelled.labels, labelled.source
   if model.latent_dim == 2:
     out["latent_scatter"] = lp.scatter(
@@ -157,7 +178,7 @@ def write_pictures(pictures: dict[str, np.ndarray], directory: str, step: int) -
   return paths
 
 
-def pictures_of_run(run: checkpoint_eval.Run, spec: PictureSpec = PictureSpec(),
+def pictures_of_run(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
                     borrow_labels: Optional[str] = None,
                     directory: Optional[str] = None) -> tuple[str, dict[str, np.ndarray]]:
   """Makes and writes every picture of a run's checkpoint; returns (directory, pictures)."""
@@ -183,7 +204,7 @@ def is_sweep(workdir: str) -> bool:
 
 COMPARED = ("reconstructions", "samples", "samples_from_likelihood")
 _TITLES = {"reconstructions": "test inputs (odd rows) and reconstructions",
-           "samples": "E[x|z], z ~ p(z)\n(autoregressive decoder: P(x_i = 1 | x_<i, z) along a draw)",
+           "samples": "E[x|z], z ~ p(z)\n(E[x|z] intractable: P(x_i = 1 | x_<i, z) along a draw)",
            "samples_from_likelihood": "x ~ p(x|z), the same z"}
 
 
@@ -226,7 +247,7 @@ def pictures_of_sweep(sweep_dir: str, spec: PictureSpec = PictureSpec(),
     shown.setdefault(tables.setting_label(member.setting) or member.name, member)
   named = {}
   for label, member in shown.items():
-    run = checkpoint_eval.load_run(os.path.join(sweep_dir, member.name))
+    run = saved_run.load_run(os.path.join(sweep_dir, member.name))
     directory = output_dir(run.workdir, run.step)
     if os.path.exists(directory):
       logging.info("Reusing the pictures in %s.", directory)

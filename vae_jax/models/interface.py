@@ -1,0 +1,120 @@
+"""The one interface between a model family and the generic code.
+
+The trainer, the evaluator, the IWAE bound, the diagnostics and the pictures
+call only what is declared here; none of them knows which family it runs. A
+family is one module ``vae_jax/models/NAME.py``, chosen by ``config.model.name``
+(``vae_jax.models.get``), that defines three functions:
+
+  validate(config, data: DataInfo) -> None
+      Checks the family's own fields (``config.model.*``) against the data and
+      raises ``checks.ConfigError`` naming the field and what would be valid.
+  observes(config) -> "binary" | "continuous"
+      Which pixels its likelihood models, so the data can be preprocessed to
+      match (binarized, or dequantized onto [0, 1]).
+  build(config, data: DataInfo) -> Model
+      The model: a frozen (hashable) object whose methods are pure functions of
+      params and batches, so they can be jit-compiled and passed as static args.
+
+Batches are dicts: "image" (float32 [B, H, W, C], preprocessed) and "label"
+(int32 [B]) where the dataset has labels, so a conditional family changes no
+signature. Per-example keys come from the caller: draw i depends on example
+i's key only, never on the batch or device split, which keeps every figure
+invariant to the device count.
+
+docs/models.md walks through adding a family.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, Optional
+
+import jax
+
+from vae_jax.core import checks
+
+Params = Any
+Batch = dict[str, jax.Array]
+Terms = dict[str, Any]
+LogWeights = Callable[[jax.Array], jax.Array]
+
+# Keys of ``Model.terms`` that generic code reads. Every other per-example ([B])
+# float entry is a family's own diagnostic, passed to metrics and tables by name.
+REQUIRED_TERMS = ("elbo", "rate", "distortion")
+KL_PER_DIM = "kl_per_dim"       # [B, d]: free bits, per-dimension KL in the evaluation
+POSTERIOR = "posterior"         # a distribution with .mean, .sample(keys), .log_prob(z)
+
+
+class Model(abc.ABC):
+  """What one family's model provides. See the module docstring for the rules."""
+
+  @property
+  @abc.abstractmethod
+  def latent_dim(self) -> Optional[int]:
+    """Size of the continuous code vectors ``encode`` returns; None if codes are not vectors."""
+
+  @abc.abstractmethod
+  def init(self, rng: jax.Array) -> Params:
+    """Fresh parameters (the same for the same key)."""
+
+  @abc.abstractmethod
+  def terms(self, params: Params, batch: Batch, keys: jax.Array) -> Terms:
+    """Per-example ELBO terms, one latent draw per example from ``keys`` [B], in nats.
+
+    Required: ``elbo`` (the bound for one sample, the loss's integrand), ``rate``
+    (KL(q || p) or its estimate), ``distortion`` (-log p(x|z)), each [B]. Where
+    they exist: ``kl_per_dim`` [B, d] and ``posterior`` (see POSTERIOR) for
+    active units and mutual information; other [B] floats are reported by name.
+    """
+
+  @abc.abstractmethod
+  def log_weights(self, params: Params, batch: Batch, keys: jax.Array) -> LogWeights:
+    """Encodes once; returns sample_ids [c] -> log p(x, z_ij) - log q(z_ij | x_i) [B, c].
+
+    Draw j of example i comes from (keys[i], j) alone, so any chunking of the
+    ids gives the same draws: the IWAE bound's only input.
+    """
+
+  @abc.abstractmethod
+  def encode(self, params: Params, batch: Batch) -> jax.Array:
+    """The code of each example, [B, latent_dim]: the posterior mean E_q[z|x]."""
+
+  @abc.abstractmethod
+  def decode(self, params: Params, codes: jax.Array, rng: Optional[jax.Array] = None,
+             condition: Optional[Batch] = None) -> jax.Array:
+    """The picture of codes [N, latent_dim]: E[x|z] in [0, 1] (where E[x|z] is
+    intractable, the family says in its docstring what it shows instead; ``rng``
+    is then used, key 0 by default). ``condition``: the batch entries a
+    conditional family decodes with (e.g. "label")."""
+
+  @abc.abstractmethod
+  def sample_observation(self, params: Params, codes: jax.Array, rng: jax.Array,
+                         condition: Optional[Batch] = None) -> jax.Array:
+    """x ~ p(x|z) in [0, 1]: what the model generates, noise included."""
+
+  @abc.abstractmethod
+  def sample_prior(self, rng: jax.Array, num: int,
+                   condition: Optional[Batch] = None) -> jax.Array:
+    """Codes z ~ p(z) (or p(z | condition)), [num, latent_dim]."""
+
+  def reconstruct(self, params: Params, batch: Batch) -> jax.Array:
+    """The picture of each example's code: E[x | z = E_q[z|x]]."""
+    return self.decode(params, self.encode(params, batch), condition=batch)
+
+  def sample(self, params: Params, rng: jax.Array, num: int,
+             condition: Optional[Batch] = None) -> jax.Array:
+    """Pictures of prior samples (conditioned where the family is conditional)."""
+    return self.decode(params, self.sample_prior(rng, num, condition), condition=condition)
+
+
+def require(model: Model, methods: tuple[str, ...], needed_by: str) -> None:
+  """Raises ConfigError unless ``model`` has ``methods`` beyond the interface.
+
+  Studies of one kind of model (e.g. per-point SVI of a diagonal-Gaussian
+  q(z|x)) ask for the capability, not for a family by name.
+  """
+  missing = [m for m in methods if not callable(getattr(model, m, None))]
+  if missing:
+    raise checks.ConfigError(
+        f"{needed_by} needs a model with {', '.join(methods)}; {type(model).__name__} "
+        f"(config.model.name) lacks {', '.join(missing)}.")

@@ -1,0 +1,67 @@
+"""The train state and the optimizer a config asks for (optax).
+
+``TrainState`` is what a checkpoint holds: the step, the parameters, the
+optimizer state and the run's base key, from which every random draw of the
+run is derived by folding in (stream, step, example), so a resumed run draws
+exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from vae_jax.models import interface
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array       # int32 scalar: optimizer steps taken
+  params: Any
+  opt_state: Any
+  rng: jax.Array        # the run's base key; every draw folds in (stream, step, example)
+
+
+def learning_rate_schedule(optim: ml_collections.ConfigDict,
+                           total_steps: int) -> optax.Schedule:
+  lr, warmup = optim.learning_rate, optim.warmup_steps
+  if optim.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        0.0, lr, warmup, max(total_steps, warmup + 1))
+  if warmup:
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+  return optax.constant_schedule(lr)
+
+
+def make_optimizer(optim: ml_collections.ConfigDict,
+                   total_steps: int) -> optax.GradientTransformation:
+  schedule = learning_rate_schedule(optim, total_steps)
+  if optim.optimizer == "adam":
+    opt = optax.adam(schedule)
+  elif optim.optimizer == "adamw":
+    opt = optax.adamw(schedule, weight_decay=optim.weight_decay)
+  else:
+    opt = optax.sgd(schedule)
+  if optim.grad_clip_norm > 0:
+    opt = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), opt)
+  # One vector for all parameters: the per-parameter update (memory-bound, a few
+  # elementwise passes) runs as a few large loops instead of a few per leaf.
+  opt = optax.flatten(opt)
+  if optim.on_nonfinite == "skip":
+    opt = optax.apply_if_finite(opt, max_consecutive_errors=optim.max_consecutive_nonfinite)
+  return opt
+
+
+def create_train_state(seed: int, model: interface.Model,
+                       tx: optax.GradientTransformation) -> TrainState:
+  """The state at step 0: the model's parameters from the seed's first key."""
+  init_rng, run_rng = jax.random.split(jax.random.PRNGKey(seed))
+  params = model.init(init_rng)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params), rng=run_rng)
