@@ -17,32 +17,32 @@ minutes on a 2-core CPU), then its tables and plots:
 
 import ml_collections
 
+from configs import common
 from configs import default
 
 BETAS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 SEEDS = (0, 1, 2)
 
-# Short names accepted in the config argument, and the fields they set.
-ARGUMENTS = {"beta": ("objective", "beta", float),
-             "latent_dim": ("model", "latent_dim", int),
-             "seed": (None, "seed", int)}
+# Short names accepted in the config argument -> the fields they set. Defaults: the
+# fields' values below (beta = 1, and default.get_config()'s latent_dim = 20, seed = 0).
+ARGUMENTS = {"beta": "objective.beta", "latent_dim": "model.latent_dim", "seed": "seed"}
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  return config_from(arg, file=__file__)
+
+
+def config_from(arg: str, *, file: str) -> ml_collections.ConfigDict:
+  """The default config with the ARGUMENTS fields set from ``arg``.
+
+  ``file`` is the config file the user named (this one, or configs/latent_dim.py,
+  which shares these arguments), so a bad argument is reported against it.
+  """
   config = default.get_config()
   config.objective.beta = 1.0
-  for item in filter(None, (arg or "").split(",")):
-    key, sep, value = item.partition("=")
-    if not sep or key not in ARGUMENTS:
-      raise ValueError(f"Bad config argument {item!r} in 'configs/beta.py:{arg}'; expected "
-                       f"comma-separated NAME=VALUE with NAME in {sorted(ARGUMENTS)}.")
-    section, field, cast = ARGUMENTS[key]
-    target = config[section] if section else config
-    try:
-      target[field] = cast(value)
-    except ValueError:
-      raise ValueError(f"Config argument {key}={value!r} is not a valid "
-                       f"{cast.__name__}.") from None
+  args = common.parse_arg(arg, file=file,
+                          **{name: config[field] for name, field in ARGUMENTS.items()})
+  config.update_from_flattened_dict({field: args[name] for name, field in ARGUMENTS.items()})
   return config
 
 

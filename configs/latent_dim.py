@@ -21,8 +21,8 @@ SEEDS = (0, 1)
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  """configs/beta.py's config (beta = 1 unless the argument says otherwise)."""
-  return beta.get_config(arg)
+  """configs/beta.py's config and arguments (beta = 1 unless the argument says otherwise)."""
+  return beta.config_from(arg, file=__file__)
 
 
 def sweep() -> list[dict]:

@@ -73,7 +73,7 @@ def main(argv):
         logging.info("Member %d (%s) is done; skipping.", member.index, member.name)
         return
       config = _CONFIG.value
-      sweeps.apply(config, member.overrides)
+      config.update_from_flattened_dict(member.overrides)
       _train(config, os.path.join(workdir, member.name))
       return
     sweeps.record(workdir, spec, extra, members)

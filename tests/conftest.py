@@ -46,9 +46,8 @@ SMALL = {"data.name": "digits", "batch_size": 64, "num_train_steps": 20,
 
 
 def set_fields(config, overrides):
-  """Applies {"a.b": value} overrides, as --config.a.b=value would."""
-  from vae_jax.analysis import sweeps  # pylint: disable=g-import-not-at-top
-  sweeps.apply(config, overrides)
+  """Applies {"a.b": value} overrides, as --config.a.b=value would; returns the config."""
+  config.update_from_flattened_dict(overrides)
   return config
 
 

@@ -31,6 +31,7 @@ study.num_test examples.
 
 import ml_collections
 
+from configs import common
 from configs import default
 
 # data -> (training fields, study fields). MNIST: the default run (10 epochs), its
@@ -48,23 +49,13 @@ DATA = {
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config = default.get_config()
-  data = "binarized_mnist"
-  for item in filter(None, (arg or "").split(",")):
-    key, sep, value = item.partition("=")
-    if not sep or key != "data" or value not in DATA:
-      raise ValueError(f"Bad config argument {item!r} in 'studies/amortization/config.py:"
-                       f"{arg}'; expected data=NAME with NAME in {sorted(DATA)}.")
-    data = value
+  data = common.parse_arg(arg, file=__file__,
+                          data=common.OneOf("binarized_mnist", tuple(DATA))).data
   train_fields, study_fields = DATA[data]
   config.data.name = data
   config.data.fallback = ""
   config.eval.num_importance_samples = 0        # the study computes log p(x) itself
-  for field, value in train_fields.items():
-    node = config
-    *parents, leaf = field.split(".")
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+  config.update_from_flattened_dict(train_fields)
 
   config.study = study = ml_collections.ConfigDict()
   study.num_test = 1000          # the first N test images (as the model sees them)

@@ -40,6 +40,7 @@ and are not comparable with each other (see docs/studies.md).
 
 import ml_collections
 
+from configs import common
 from configs import default
 
 SEEDS = (0, 1, 2)
@@ -53,16 +54,7 @@ DATA = {"mnist_5k": 4000, "fashion_mnist": 9360, "mnist": 9360}
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config = default.get_config()
-  values = {}
-  for item in filter(None, (arg or "").split(",")):
-    key, sep, value = item.partition("=")
-    if not sep or key != "data":
-      raise ValueError(f"Bad config argument {item!r} in 'studies/likelihood/config.py:{arg}'; "
-                       f"expected data=NAME with NAME in {sorted(DATA)}.")
-    values[key] = value
-  data = values.get("data", "mnist_5k")
-  if data not in DATA:
-    raise ValueError(f"Config argument data={data!r} is not one of {sorted(DATA)}.")
+  data = common.parse_arg(arg, file=__file__, data=common.OneOf("mnist_5k", tuple(DATA))).data
   config.data.name = data
   config.data.fallback = ""
   config.num_train_steps = DATA[data]

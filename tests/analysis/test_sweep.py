@@ -15,11 +15,10 @@ from vae_jax.analysis import sweeps
 # A small sweep: 2 betas x 2 latent dims on embedded 8x8 digits, a few steps each.
 SMALL_SWEEP = '''
 from configs import default
-from vae_jax.analysis import sweeps
 
 def get_config():
   config = default.get_config()
-  sweeps.apply(config, {FIELDS})
+  config.update_from_flattened_dict({FIELDS})
   return config
 
 def sweep():

@@ -1,7 +1,8 @@
 """Sweeps: a config file's ``sweep()`` as a list of runs, each in its own workdir.
 
 A sweep is data next to ``get_config``: ``sweep()`` returns override dicts, e.g.
-``[{"objective.beta": 0.5, "seed": 0}, ...]``. Member K trains in
+``[{"objective.beta": 0.5, "seed": 0}, ...]``, which a member applies with
+ml_collections' ``config.update_from_flattened_dict(overrides)``. Member K trains in
 ``DIR/<name>``, the name spelled from its overrides (sorted, so stable when the
 list is reordered or extended). ``DIR/sweep.json`` records the config file and
 the extra overrides shared by all members; a rerun with others is refused, so
@@ -84,16 +85,6 @@ def load_members(spec: str, config: ml_collections.ConfigDict) -> list[Member]:
   if not members:
     raise SweepError(f"{spec}: sweep() returned no members.")
   return members
-
-
-def apply(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
-  """Sets {"a.b": value} fields in place, as --config.a.b=value would."""
-  for field, value in overrides.items():
-    *parents, leaf = field.split(".")
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
 
 
 def record(workdir: str, spec: str, extra: Sequence[str], members: list[Member]) -> None:

@@ -73,12 +73,6 @@ class MixedResultsError(TableError):
   """Finished members were trained or scored differently; their numbers cannot be pooled."""
 
 
-def _lookup(tree: Any, field: str) -> Any:
-  for part in field.split("."):
-    tree = tree.get(part) if isinstance(tree, dict) else None
-  return tree
-
-
 def _read_json(path: str) -> Any:
   try:
     with open(path, encoding="utf-8") as f:
@@ -235,7 +229,7 @@ def check_protocol(done: Sequence[Member], by_setting: Sequence[str] = ()) -> di
     for group in groups.values():
       holders: dict[str, list[str]] = {}
       for m in group:
-        holders.setdefault(json.dumps(_lookup(m.results, field)), []).append(m.name)
+        holders.setdefault(json.dumps(workdir_lib.lookup(m.results, field)), []).append(m.name)
       if len(holders) > 1:
         parts = [f"{format_value(json.loads(v))} in {', '.join(names[:4])}"
                  + (f" and {len(names) - 4} more" if len(names) > 4 else "")
@@ -290,7 +284,7 @@ def summarize(workdir: str) -> Ablation:
         stats[key] = _stat(values)
     rows.append(Row({f: group[0].setting.get(f) for f in swept}, tuple(m.name for m in group),
                     tuple(m.seed for m in group), stats,
-                    {f: _lookup(group[0].results, f) for f in varying}))
+                    {f: workdir_lib.lookup(group[0].results, f) for f in varying}))
   rows.sort(key=lambda r: [_sort_key(r.setting[f]) for f in swept])
   epochs = tuple(sorted({m.results["epochs"] for m in done if m.results.get("epochs") is not None}))
   return Ablation(workdir, str(sweep.get("config", "")), swept, metrics, tuple(rows),

@@ -20,7 +20,7 @@ import platform
 import shutil
 import socket
 import tempfile
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import ml_collections
 from absl import logging
@@ -57,10 +57,19 @@ def _covered(field: str, prefixes: Sequence[str]) -> bool:
   return any(field == p or field.startswith(p + ".") for p in prefixes)
 
 
-def _lookup(tree: dict, field: str) -> Any:
-  for part in field.split("."):
-    tree = tree.get(part) if isinstance(tree, dict) else None
-  return tree
+def lookup(tree: Optional[Mapping[str, Any]], field: str) -> Any:
+  """The value at dotted ``field`` ('dataset.used') of a run's JSON; None where there is none.
+
+  ml_collections' own dotted get on the tree as a ConfigDict. A path that ends
+  in a missing key, or runs through a value that is not an object (a number,
+  null), reads as None: a field an older run never recorded must not stop a
+  table or a resume. A sub-tree comes back as a plain dict, ready for JSON.
+  """
+  try:
+    value = ml_collections.ConfigDict(tree).get(field)
+  except TypeError:  # ConfigDict['a.b'] indexes a's value, here not a ConfigDict
+    return None
+  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
 
 
 def prepare(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = False,
@@ -93,7 +102,7 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool 
           f"{', '.join(frozen)} cannot change when continuing a run: they change the saved "
           f"state or the data. Use a new --workdir (or --overwrite). Changeable: "
           f"{', '.join(CHANGEABLE)}.")
-    changes = {f: [_lookup(old, f), _lookup(new, f)] for f in changed}
+    changes = {f: [lookup(old, f), lookup(new, f)] for f in changed}
   if os.path.exists(results):
     if not changes:
       raise WorkdirError(

@@ -1,0 +1,46 @@
+"""workdir.lookup: one dotted-field read of a run's JSON, shared by resumes and tables."""
+
+import json
+
+import ml_collections
+import pytest
+
+from configs import default
+from vae_jax.training import workdir as workdir_lib
+
+RESULTS = {"dataset": {"used": "digits", "fallback_reason": None, "num_test": 360},
+           "test": {"nll": 90.5, "per_dim": [1.0, {"x": 2}]}, "steps": 20, "unit": "nats"}
+
+
+@pytest.mark.parametrize("field, value", [
+    ("dataset.used", "digits"),
+    ("dataset.num_test", 360),
+    ("steps", 20),
+    ("test.per_dim", [1.0, {"x": 2}]),
+    ("dataset.fallback_reason", None),      # recorded as null
+    ("dataset.preprocessing", None),        # never recorded (an older run)
+    ("eval_seed", None),
+    ("unit.x", None),                       # through a string
+    ("dataset.fallback_reason.x", None),    # through null
+    ("test.per_dim.x", None),               # through a list
+    ("missing.deeper.still", None),
+])
+def test_a_field_is_its_value_or_none_where_the_path_has_none(field, value):
+  assert workdir_lib.lookup(RESULTS, field) == value
+
+
+def test_a_group_comes_back_as_a_plain_dict_that_json_can_write():
+  group = workdir_lib.lookup(RESULTS, "dataset")
+  assert type(group) is dict and group == RESULTS["dataset"]
+  json.dumps(group)
+  assert workdir_lib.lookup(None, "steps") is None
+
+
+def test_changed_fields_are_recorded_with_old_and_new_values(tmp_path):
+  config = default.get_config()
+  workdir_lib.prepare(str(tmp_path), config)
+  config.num_train_steps = 50
+  config.debug.extra = ml_collections.ConfigDict({"a": 1})  # a group the run did not have
+  changes = workdir_lib.prepare(str(tmp_path), config, allow_changes=["num_train_steps", "debug"])
+  assert changes == {"num_train_steps": [-1, 50], "debug.extra": [None, {"a": 1}]}
+  workdir_lib.record_changes(str(tmp_path), changes, step=20)  # JSON-writable as it is
