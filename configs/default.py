@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = "binarized_mnist"   # see vae_jax.datasets.DATASETS
+  config.data.name = "binarized_mnist"   # see vae_jax.data.datasets.DATASETS
   config.data.train_split = "train"      # TFDS split strings, e.g. "train+validation"
   config.data.test_split = "test"
   # "auto": binary data as is; Bernoulli on grayscale -> dynamic binarization;

@@ -4,9 +4,9 @@ Two runs of the same MLP VAE (configs/default.py: 500 hidden units, 64 on
 squares, 20 latents, Bernoulli decoder, Adam 1e-3), one with the usual encoder
 (model.encoder=mlp), one with a single q(z) for the whole dataset
 (model.encoder=global); then, on test data, the amortized encoder's q is
-refined per data point by SVI with the decoder fixed (vae_jax/svi.py), and the
+refined per data point by SVI with the decoder fixed (studies/amortization/svi.py), and the
 amortization and approximation gaps of Cremer et al. 2018 are measured
-(vae_jax/amortization.py). The config argument picks the data:
+(studies/amortization/study.py). The config argument picks the data:
 
   studies/amortization/config.py:data=squares          all-black / all-white 28x28 images
                                                         (embedded; data mean = grey 0.5)

@@ -1,4 +1,4 @@
-"""The amortization study's record, table and figures (see ``vae_jax.amortization``).
+"""The amortization study's record, table and figures (see ``studies.amortization.study``).
 
 Every figure is in nats per example: a mean over the N test examples with its
 standard error (std / sqrt(N)); gaps are means of per-example differences, so

@@ -7,7 +7,7 @@ Three posteriors on the same kind of decoder, all trained or fitted to the ELBO:
   every x, so the best decoder ignores z and outputs the data mean, and the best
   q is the prior: KL -> 0. The latent variable is useless.
 - the **amortized** encoder q(z|x) of a standard VAE;
-- a **free q_i per test point** (``vae_jax.svi``), fitted with the decoder fixed,
+- a **free q_i per test point** (``studies.amortization.svi``), fitted with the decoder fixed,
   from the encoder's q ("refined") or from the prior ("SVI from scratch").
 
 On test data it reports, after Cremer et al. 2018 ("Inference suboptimality in

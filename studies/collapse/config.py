@@ -1,7 +1,7 @@
 r"""Posterior collapse and its remedies: no remedy vs KL warm-up vs free bits.
 
 The default MLP encoder (500 units, 20 latents) with the autoregressive
-decoder (vae_jax/models.py AutoregressiveDecoder): each pixel's Bernoulli logit
+decoder (vae_jax/models/layers.py AutoregressiveDecoder): each pixel's Bernoulli logit
 sees every earlier pixel (a MADE layer, a linear FVSBN term and a local
 PixelCNN-like layer) besides z, so the decoder can model the digits without z,
 and the KL term is then pure cost. Settings:

@@ -10,7 +10,7 @@ that their means agree (per-coordinate z, and against a pathwise reference of
 ``reference_repetitions`` x max(S) samples per image), reports their
 variances, and tests that z = mu + sigma * eps is N(mu, sigma^2) (and that the
 test rejects a 5% wrong scale and a 0.05-sigma shifted mean). See
-vae_jax/estimators.py and vae_jax/gradient_study.py.
+studies/gradients/estimators.py and studies/gradients/study.py.
 
   .venv/bin/python -m studies.gradients --config=studies/gradients/config.py \
       --workdir=workdirs/studies/gradients

@@ -2,7 +2,7 @@
 
 For the encoder of a trained VAE and a batch of test images (as the model saw
 them), ``run_study`` estimates grad_enc mean_b E_q[log p(x_b|z)] with each
-estimator of ``vae_jax.estimators`` at each sample count S, R times; compares
+estimator of ``studies.gradients.estimators`` at each sample count S, R times; compares
 the means (per-coordinate z against the pathwise estimator at the same S, and
 against an independent high-precision pathwise reference), reports the total
 variance per estimator and S, tests that z = mu + sigma * eps is N(mu, sigma^2),

@@ -4,7 +4,7 @@ For each finished run (of a sweep: pooled by setting, mean ± std over seeds):
 the reconstruction RMSE against the grayscale test images, the edge energy of
 reconstructions, of decoded prior samples E[x|z] and of draws x ~ p(x|z)
 relative to the test images', and the Gaussian scale of p(x|z) (see
-vae_jax/blur.py). Writes DIR/blur/blur.{json,md}, read-only for the runs;
+studies/likelihood/blur.py). Writes DIR/blur/blur.{json,md}, read-only for the runs;
 refuses an existing DIR/blur.
 """
 

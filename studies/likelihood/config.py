@@ -16,7 +16,7 @@ The config argument picks the data (and a training length for its size):
 
   studies/likelihood/config.py:data=mnist_5k       5,000 real digits, embedded (4,000 / 1,000)
   studies/likelihood/config.py:data=fashion_mnist  needs --config.data.manual_dir=DIR with the
-                                                    four IDX files (vae_jax/idx.py)
+                                                    four IDX files (vae_jax/data/idx.py)
   studies/likelihood/config.py:data=mnist          likewise, MNIST's IDX files (or TFDS)
 
 data.fallback is '' here: a study must not quietly train on other data.

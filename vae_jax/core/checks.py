@@ -18,14 +18,18 @@ class ConfigError(ValueError):
   """A config field holds a value the code cannot run with."""
 
 
+_MISSING = object()
+
+
 def get(config: ml_collections.ConfigDict, field: str) -> Any:
-  """The value at dotted ``field``, or a ConfigError naming it if it is missing."""
-  node = config
-  for part in field.split("."):
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      raise ConfigError(f"config.{field} is missing; start from configs/default.py.")
-    node = node[part]
-  return node
+  """The value at dotted ``field`` (ml_collections' own dotted get), or a ConfigError."""
+  try:
+    value = config.get(field, _MISSING)
+  except (TypeError, AttributeError):  # the path runs through a value that is not a group
+    value = _MISSING
+  if value is _MISSING:
+    raise ConfigError(f"config.{field} is missing; start from configs/default.py.")
+  return value
 
 
 def fail(field: str, value: Any, valid: str) -> None:

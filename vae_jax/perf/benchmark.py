@@ -195,7 +195,7 @@ def environment() -> dict[str, Any]:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-  """A Markdown table of measurements (the README's performance table)."""
+  """A Markdown table of measurements (the tables of docs/performance.md)."""
   head = ("| what | model | batch | examples/s | steps/s | compile s | GFLOP/s | roofline "
           "GFLOP/s | roofline ratio |\n|---|---|---|---|---|---|---|---|---|")
   lines = [head]
