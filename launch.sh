@@ -23,6 +23,10 @@
 # sweep, tpu-sweep-member: FLAGS go to experiments.sweep (--workdir=DIR is required;
 # --parallel=N, --dry_run, --config.FIELD=VALUE).
 # Environment: VENV (default .venv), PYTHON (default python3.11, else python3).
+# train and sweep keep JAX's compiled programs in a persistent cache, so a resumed run or a
+# sweep's next member loads them instead of compiling again: JAX_COMPILATION_CACHE_DIR if
+# set, else ${XDG_CACHE_HOME:-~/.cache}/vae_jax/jax_compilation_cache (private to the user);
+# VAE_JAX_COMPILATION_CACHE=off turns it off.
 # TPU environment:
 #   TPU_NAME        the TPU VM's name (required), e.g. vae-v4-32
 #   TPU_ZONE        its zone (required), e.g. us-central2-b
@@ -50,6 +54,21 @@ setup() {
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet -r requirements.txt
   touch "$VENV/.installed"
+}
+
+compilation_cache() {  # exports JAX's persistent compilation cache dir (see the header)
+  case ${VAE_JAX_COMPILATION_CACHE:-on} in
+    off | 0 | false | no) unset JAX_COMPILATION_CACHE_DIR; return ;;
+    on | 1 | true | yes | "") ;;
+    *) echo "launch.sh: VAE_JAX_COMPILATION_CACHE=$VAE_JAX_COMPILATION_CACHE: use on or off" >&2
+       exit 2 ;;
+  esac
+  if [[ -z ${JAX_COMPILATION_CACHE_DIR:-} ]]; then
+    export JAX_COMPILATION_CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/vae_jax/jax_compilation_cache"
+  fi
+  mkdir -p "$JAX_COMPILATION_CACHE_DIR" && chmod 700 "$JAX_COMPILATION_CACHE_DIR"
+  # On a CPU most programs compile in under JAX's default threshold of 1 s: keep them too.
+  export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}
 }
 
 usage() {  # usage LINE: the subcommand's usage, exit status 2
@@ -125,6 +144,7 @@ case "$cmd" in
     config=$1
     shift
     setup
+    compilation_cache
     with_default_workdir "$config" "$@"
     exec "$VENV/bin/python" -m experiments.train --config="$config" "${args[@]}"
     ;;
@@ -133,6 +153,7 @@ case "$cmd" in
     config=$1
     shift
     setup
+    compilation_cache
     exec "$VENV/bin/python" -m experiments.sweep --config="$config" "$@"
     ;;
   test)

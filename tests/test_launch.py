@@ -150,3 +150,31 @@ def test_tpu_setup_fetch_delete(launch, tmp_path):
                        *GCLOUD_FLAGS, "--worker=0"]
   proc, calls = launch("tpu-delete", **TPU)
   assert calls[-1] == ["compute", "tpus", "tpu-vm", "delete", "vae-test", *GCLOUD_FLAGS]
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "{home}/.cache/vae_jax/jax_compilation_cache"),
+    ({"XDG_CACHE_HOME": "{tmp}/xdg"}, "{tmp}/xdg/vae_jax/jax_compilation_cache"),
+    ({"JAX_COMPILATION_CACHE_DIR": "{tmp}/mine"}, "{tmp}/mine"),
+    ({"VAE_JAX_COMPILATION_CACHE": "off", "JAX_COMPILATION_CACHE_DIR": "{tmp}/mine"}, ""),
+])
+def test_train_and_sweep_use_a_private_compilation_cache(tmp_path, env, expected):
+  """launch.sh train/sweep export JAX's cache dir (created, mode 700) unless turned off."""
+  venv = tmp_path / "venv"
+  (venv / "bin").mkdir(parents=True)
+  fake = venv / "bin" / "python"
+  fake.write_text('#!/usr/bin/env bash\necho "cache=${JAX_COMPILATION_CACHE_DIR:-}"\n')
+  fake.chmod(0o755)
+  (venv / ".installed").touch()  # newer than requirements.txt: no setup
+  home = tmp_path / "home"
+  fill = lambda s: s.format(home=home, tmp=tmp_path)
+  base = {k: v for k, v in os.environ.items()
+          if k not in ("JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME")}
+  base.update(HOME=str(home), VENV=str(venv), **{k: fill(v) for k, v in env.items()})
+  for command in (["train", "configs/default.py", "--workdir=/tmp/x"],
+                  ["sweep", "configs/beta.py", "--dry_run"]):
+    proc = subprocess.run(["bash", os.path.join(REPO, "launch.sh"), *command], cwd=tmp_path,
+                          env=base, capture_output=True, text=True, timeout=60, check=True)
+    assert proc.stdout.strip() == f"cache={fill(expected)}"
+    if expected:
+      assert os.stat(fill(expected)).st_mode & 0o777 == 0o700

@@ -11,7 +11,7 @@ from vae_jax import models
 
 # Lower ranks never import higher ones (docs/design.md, "Layers"). Same rank: allowed.
 RANKS = {
-    "vae_jax.core": 0,
+    "vae_jax.core": 0, "vae_jax.progress": 0,
     "vae_jax.data": 1, "vae_jax.parallel": 1,
     "vae_jax.objectives": 2,
     "vae_jax.models": 3,

@@ -36,6 +36,7 @@ from absl import logging
 from studies.amortization import report
 from studies.amortization import svi
 from vae_jax import models
+from vae_jax import progress
 from vae_jax import validation
 from vae_jax.core import distributions as D
 from vae_jax.data import datasets
@@ -180,6 +181,8 @@ def analyse(runs: dict, study: ml_collections.ConfigDict) -> dict[str, np.ndarra
   run = runs["amortized"]
   test = run.dataset.test
   parts = []
+  work = progress.Progress("amortization study", -(-study.num_test // study.batch_size),
+                           "batches of test examples")
   for start in range(0, study.num_test, study.batch_size):
     ids = jnp.arange(start, min(start + study.batch_size, study.num_test), dtype=jnp.int32)
     x = evaluation.eval_inputs(jnp.asarray(test[start:start + len(ids)]), ids,
@@ -188,6 +191,7 @@ def analyse(runs: dict, study: ml_collections.ConfigDict) -> dict[str, np.ndarra
     batch = _batch(runs, study, x, ids)
     batch["x"] = np.asarray(x)
     parts.append(batch)
+    work.update()
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -23,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from studies.gradients import estimators as E
+from vae_jax import progress
 from vae_jax import validation
 from vae_jax.evaluation import evaluator as evaluation
 from vae_jax.evaluation import saved_run as checkpoint_eval
@@ -148,6 +149,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   logging.info("Reference: %s", reference)
 
   rows, pathwise = [], {}
+  work = progress.Progress("gradient study", sum(
+      1 for e in config.estimators for s in counts if e != "score_loo" or s >= 2), "estimates")
   for i, estimator in enumerate(config.estimators):
     for num_samples, repetitions in zip(counts, reps):
       if estimator == "score_loo" and num_samples < 2:
@@ -170,6 +173,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
                    estimator, num_samples, repetitions, row["total_variance"],
                    row["relative_error"], row["relative_error_from_noise"], row["seconds"])
       rows.append(row)
+      work.update(note=f"{estimator} S={num_samples}")
 
   slopes = {}
   for estimator in config.estimators:

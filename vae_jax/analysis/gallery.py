@@ -27,6 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from vae_jax import models
+from vae_jax import progress
 from vae_jax import validation
 from vae_jax.analysis import tables
 from vae_jax.data import datasets
@@ -114,6 +115,7 @@ def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
   """{name: uint8 image [H, W, C]} of every picture that applies to this model."""
   model, params = run.model, run.params
   rng = jax.random.PRNGKey(spec.seed)
+  work = progress.Progress(f"pictures of step {run.step}", 5, "stages")
   out = images.model_pictures(model, params, _test_batch(run.dataset, spec.num_reconstructions,
                                                          run.preprocessing, spec.seed),
                               spec.num_samples, spec.seed, spec.columns)
@@ -121,7 +123,9 @@ def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
     z = model.sample_prior(rng, spec.num_samples)
     drawn = jax.jit(lambda p: model.sample_observation(p, z, jax.random.fold_in(rng, 2)))
     out["samples_from_likelihood"] = images.grid(np.asarray(drawn(params)), spec.columns)
+  work.update(note="reconstructions and samples")
   if model.latent_dim is None:
+    work.update(work.total)
     return out  # codes that are not vectors: no interpolations, traversals or scatter
 
   encoded = _test_batch(run.dataset, spec.num_encoded, run.preprocessing, spec.seed)
@@ -129,6 +133,7 @@ def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
   kl_per_dim = _kl_per_dim(model, params, encoded, spec.seed)
   if kl_per_dim is None:  # order by how much the codes vary over the data instead
     kl_per_dim = np.var(mean, axis=0)
+  work.update(note=f"codes of {len(mean)} test images")
 
   inputs = encoded["image"]
   pairs = min(spec.interpolation_rows, len(inputs) // 2)
@@ -139,8 +144,10 @@ def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
     out["interpolation_prior_spherical"] = lp.prior_interpolation(
         model, params, jax.random.fold_in(rng, 3), spec.interpolation_rows,
         spec.interpolation_steps)
+  work.update(note="interpolations")
   values = np.linspace(-spec.traversal_range, spec.traversal_range, spec.traversal_steps)
   out["traversals"], _ = lp.traversals(model, params, mean[0], kl_per_dim, values)
+  work.update(note="traversals")
   if model.latent_dim == 2:
     out["manifold"] = lp.manifold(model, params, spec.manifold_size)
   codes, labels, source = mean, None, run.dataset.name
@@ -155,6 +162,7 @@ def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
     first = [int(np.flatnonzero(labelled.labels == c)[0]) for c in sorted(means)]
     out["latent_arithmetic"] = lp.arithmetic(model, params, labelled.inputs[first],
                                              labelled.labels[first], means)
+  work.update(work.total, note="manifold, scatter, arithmetic")
   return out
 
 

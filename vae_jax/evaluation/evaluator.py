@@ -23,12 +23,14 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import parallel
+from vae_jax import progress
 from vae_jax.core import likelihoods
 from vae_jax.data import pipeline
 from vae_jax.evaluation import diagnostics
@@ -82,11 +84,14 @@ def eval_batch(data: dict[str, jax.Array], ids: jax.Array, preprocessing: str,
 
 
 def make_eval_fn(model: interface.Model, preprocessing: str, seed: int,
-                 num_importance_samples: int = 0, iwae_chunk_size: int = 20):
+                 num_importance_samples: int = 0, iwae_chunk_size: int = 20,
+                 report: Optional[Callable[[jax.Array], None]] = None):
   """Per-device fn(params, data, ids) -> per-example terms [batches, batch, ...].
 
   Terms: the model's ``terms`` (bits_per_dim added for dequantized data) and,
   when num_importance_samples > 0, the IWAE estimate "log_px" with that many samples.
+  ``report``: a host function called after each batch (``jax.debug.callback`` on
+  a value of the batch's result, so it runs when the batch is done).
   """
 
   def evaluate_batch(params, data, ids):
@@ -101,7 +106,12 @@ def make_eval_fn(model: interface.Model, preprocessing: str, seed: int,
     return terms
 
   def eval_fn(params, data, ids):
-    return jax.lax.map(lambda b: evaluate_batch(params, *b), (data, ids))
+    def body(batch):
+      terms = evaluate_batch(params, *batch)
+      if report is not None:
+        jax.debug.callback(report, jnp.sum(terms["elbo"]))
+      return terms
+    return jax.lax.map(body, (data, ids))
 
   return eval_fn
 
@@ -115,9 +125,14 @@ class Evaluator:
     self.split = shard_split(data, global_batch)
     self._seed, self._preprocessing = seed, preprocessing
     self._make = functools.partial(make_eval_fn, model, preprocessing, seed,
-                                   iwae_chunk_size=iwae_chunk_size)
+                                   iwae_chunk_size=iwae_chunk_size, report=self._report)
+    self._progress: Optional[progress.Progress] = None
     self._fns = {}  # one compiled function per number of importance samples
     self._rate_floor = collapse_rate_floor
+
+  def _report(self, _) -> None:
+    if self._progress is not None:
+      self._progress.update()
 
   def per_device_fn(self, num_importance_samples: int = 0):
     """The per-device evaluation program (see ``make_eval_fn``), e.g. to count its work."""
@@ -128,6 +143,11 @@ class Evaluator:
     if num_importance_samples not in self._fns:
       self._fns[num_importance_samples] = parallel.data_parallel(
           self.per_device_fn(num_importance_samples))
+    local_batches = self.split.ids.shape[0] * self.split.ids.shape[1]
+    self._progress = progress.Progress(
+        f"evaluation of {self.split.num_examples} examples"
+        + (f" with k={num_importance_samples}" if num_importance_samples else ""),
+        local_batches, "batches")
     terms = self._fns[num_importance_samples](params, self.split.data, self.split.ids)
     terms = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), parallel.unshard(terms))
     return jax.tree.map(lambda v: v[: self.split.num_examples], terms)
