@@ -24,18 +24,13 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from vae_jax.perf import benchmark
 from vae_jax import parallel
 from vae_jax import validation
 
 _DEFAULT_CONFIG = "configs/default.py"
-try:  # ml_collections applies overrides as the flag is defined: check them first.
-  validation.check_overrides(sys.argv, _DEFAULT_CONFIG)
-except validation.ConfigError as e:
-  sys.exit(f"FATAL {e}")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG, "The model to measure.")
+_CONFIG = validation.define_config_flag(_DEFAULT_CONFIG, "The model to measure.", lock_config=False)
 _CONV = flags.DEFINE_string("conv_config", "configs/conv.py",
                             "A second model, trained only ('' to skip).")
 _BATCHES = flags.DEFINE_list("batch_sizes", ["128", "1024"], "Global training batch sizes.")

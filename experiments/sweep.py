@@ -26,12 +26,7 @@ from vae_jax.analysis import sweeps
 from vae_jax import validation
 from vae_jax.training import workdir as workdir_lib
 
-try:  # ml_collections applies overrides as the flag is defined: check them first.
-  validation.check_overrides(sys.argv, None)
-except validation.ConfigError as e:
-  sys.exit(f"FATAL {e}")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file (with sweep()).",
-                                          lock_config=True)
+_CONFIG = validation.define_config_flag(None, "Sweep config file (with sweep()).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory.", required=True)
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Members running at once.", lower_bound=1)
 _MEMBER = flags.DEFINE_integer("member", None, "Run only member K, in this process.")

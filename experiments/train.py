@@ -13,7 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only reads data here.
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from vae_jax import parallel
 from vae_jax.training import preemption
@@ -21,13 +20,7 @@ from vae_jax.training import loop as train
 from vae_jax import validation
 
 _DEFAULT_CONFIG = "configs/default.py"
-try:  # ml_collections applies overrides as the flag is defined: check them first.
-  validation.check_overrides(sys.argv, _DEFAULT_CONFIG)
-except validation.ConfigError as e:
-  sys.exit(f"FATAL {e}")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
-                                          "Config file (optionally FILE:ARG).",
-                                          lock_config=True)
+_CONFIG = validation.define_config_flag(_DEFAULT_CONFIG, "Config file (optionally FILE:ARG).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, "
                                "images and results.json.", required=True)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "If the workdir holds another or a "

@@ -1,4 +1,4 @@
-"""The architecture's two rules, checked on the source: layers, and no family names in generic code."""
+"""The architecture's two rules, checked on the source: layers; no family names in generic code."""
 
 import ast
 import os

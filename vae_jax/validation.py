@@ -7,6 +7,7 @@ would be valid, so a typo costs seconds, not a compile and a crash mid-run.
 from __future__ import annotations
 
 import difflib
+import sys
 from typing import Optional, Sequence
 
 import ml_collections
@@ -74,6 +75,21 @@ def check_overrides(argv: Sequence[str], default_config: Optional[str]) -> None:
       raise ConfigError(f"--config.{field}: {spec} has no field {field!r}.{hint} "
                         f"All fields: {', '.join(n for n in names if '.' not in n)} and "
                         f"their sub-fields (see configs/default.py).")
+
+
+def define_config_flag(default: Optional[str], help_text: str,
+                       lock_config: bool = True) -> config_flags.FlagHolder:
+  """``--config=FILE[:ARG]`` for an absl main, its --config.FIELD overrides checked first.
+
+  ml_collections applies overrides while the flag is defined, with a traceback
+  for an unknown field; checking them here turns that into one FATAL line with
+  the closest field's name. Call at module level, as absl flags are defined.
+  """
+  try:
+    check_overrides(sys.argv, default)
+  except ConfigError as e:
+    sys.exit(f"FATAL {e}")
+  return config_flags.DEFINE_config_file("config", default, help_text, lock_config=lock_config)
 
 
 def resolve_preprocessing(name: str, preprocessing: str, observes: str) -> str:

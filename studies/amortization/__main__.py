@@ -14,7 +14,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only reads data here.
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
 from studies.amortization import study as amortization
 from vae_jax.training import preemption
@@ -22,13 +21,7 @@ from vae_jax.training import loop as train
 from vae_jax import validation
 
 _DEFAULT_CONFIG = "studies/amortization/config.py"
-try:  # ml_collections applies overrides as the flag is defined: check them first.
-  validation.check_overrides(sys.argv, _DEFAULT_CONFIG)
-except validation.ConfigError as e:
-  sys.exit(f"FATAL {e}")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
-                                          "Study config file (optionally FILE:ARG).",
-                                          lock_config=True)
+_CONFIG = validation.define_config_flag(_DEFAULT_CONFIG, "Study config file (optionally FILE:ARG).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The study's directory.", required=True)
 
 
