@@ -4,7 +4,11 @@
 #   bash launch.sh setup                      create .venv and install requirements.txt
 #   bash launch.sh train CONFIG [FLAGS...]    train one VAE (sets up .venv when missing)
 #   bash launch.sh sweep CONFIG [FLAGS...]    run a sweep (sets up .venv when missing)
-#   bash launch.sh test [PYTEST ARGS...]      run the test suite (sets up .venv when missing)
+#   bash launch.sh test [PYTEST ARGS...]      run the whole test suite, as CI does (sets up .venv
+#                                             when missing)
+#   bash launch.sh test --fast [PYTEST ARGS...]  only the unit tests (-m "not slow", pytest.ini):
+#                                             no subprocess, no training run end to end; keeps
+#                                             XLA's compiled programs in ~/.cache/vae_jax
 #
 # Cloud TPU VMs, from your own machine (gcloud compute tpus tpu-vm; a pod slice has one
 # VM, a "worker", per host; every worker runs the same command and they train as one run):
@@ -157,8 +161,17 @@ case "$cmd" in
     exec "$VENV/bin/python" -m experiments.sweep --config="$config" "$@"
     ;;
   test)
+    tier=()
+    if [[ ${1:-} == --fast ]]; then
+      shift
+      tier=(-m "not slow")  # leaves out the tests marked @pytest.mark.slow
+      # XLA's compiled programs are kept from one fast run to the next (the full suite
+      # starts from an empty cache, as CI does); delete the folder at any time.
+      cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/vae_jax/xla_fast_tests
+      export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$cache}
+    fi
     setup
-    exec "$VENV/bin/python" -m pytest -q tests studies "$@"
+    exec "$VENV/bin/python" -m pytest -q tests studies "${tier[@]+"${tier[@]}"}" "$@"
     ;;
   tpu-create)
     tpu_init

@@ -13,6 +13,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# launch.sh runs in a bash subprocess: the full suite only.
+pytestmark = pytest.mark.slow
+
 SUBCOMMANDS = ("setup", "train", "sweep", "test", "tpu-create", "tpu-setup", "tpu-train",
                "tpu-sweep-member", "tpu-fetch", "tpu-delete")
 VARIABLES = ("TPU_NAME", "TPU_ZONE", "TPU_TYPE", "TPU_RUNTIME", "GCP_PROJECT", "TPU_REMOTE_DIR",
@@ -178,3 +181,23 @@ def test_train_and_sweep_use_a_private_compilation_cache(tmp_path, env, expected
     assert proc.stdout.strip() == f"cache={fill(expected)}"
     if expected:
       assert os.stat(fill(expected)).st_mode & 0o777 == 0o700
+
+
+def test_test_is_the_whole_suite_and_test_fast_leaves_out_the_slow_tests(launch, tmp_path,
+                                                                         monkeypatch):
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)  # as a user's shell
+  venv = tmp_path / "fake_venv"  # set up already: python only prints its cache and arguments
+  (venv / "bin").mkdir(parents=True)
+  (venv / "bin" / "python").write_text(
+      '#!/usr/bin/env bash\nprintf "%s\\n" "${JAX_COMPILATION_CACHE_DIR:-none}" "$@"\n')
+  (venv / "bin" / "python").chmod(0o755)
+  (venv / ".installed").touch()
+  proc, _ = launch("test", "-x", VENV=str(venv))
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.splitlines() == ["none", "-m", "pytest", "-q", "tests", "studies", "-x"]
+  proc, _ = launch("test", "--fast", "-k", "elbo", VENV=str(venv),
+                   XDG_CACHE_HOME=str(tmp_path / "cache"))
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.splitlines() == [str(tmp_path / "cache" / "vae_jax" / "xla_fast_tests"),
+                                      "-m", "pytest", "-q", "tests", "studies", "-m", "not slow",
+                                      "-k", "elbo"]

@@ -7,8 +7,12 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from tests.conftest import REPO, make_config, saved_state
+
+# Subprocesses on fake devices, each a whole training run: the full suite only.
+pytestmark = pytest.mark.slow
 
 # Dynamic binarization, free bits and KL warm-up: every per-example draw and the
 # global free-bits floor must be independent of how the batch is split.

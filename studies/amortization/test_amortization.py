@@ -39,6 +39,7 @@ def study(tmp_path_factory):
   return workdir, amortization.run_study(small_config(), workdir)
 
 
+@pytest.mark.slow
 def test_global_q_collapses_to_the_prior_and_outputs_the_data_mean(study):
   _, record = study
   assert record["posteriors"]["global"]["rate"]["mean"] < 0.05          # KL ~ 0
@@ -49,6 +50,7 @@ def test_global_q_collapses_to_the_prior_and_outputs_the_data_mean(study):
       784 * np.log(0.5), abs=3.0)
 
 
+@pytest.mark.slow
 def test_the_amortized_encoder_does_not_collapse(study):
   _, record = study
   # E_x KL(q(z|x) || p(z)) >= I(x; z) = log 2 for a code that tells black from white.
@@ -57,6 +59,7 @@ def test_the_amortized_encoder_does_not_collapse(study):
   assert record["gaps"]["encoder_minus_global"]["mean"] > 500
 
 
+@pytest.mark.slow
 def test_the_elbo_bounds_the_iwae_estimate(study):
   """log p(x) >= ELBO: the IWAE estimate lies above the encoder's ELBO (the inference gap).
 
@@ -71,6 +74,7 @@ def test_the_elbo_bounds_the_iwae_estimate(study):
   assert len(record["svi_trace"]["refined"]) == SMALL["study.svi_steps"]
 
 
+@pytest.mark.slow
 def test_outputs_are_written_and_never_replaced(study):
   workdir, _ = study
   paths = amortization.output_paths(workdir)
@@ -80,6 +84,7 @@ def test_outputs_are_written_and_never_replaced(study):
     amortization.run_study(small_config(), workdir)
 
 
+@pytest.mark.slow
 def test_finished_runs_are_reused_only_with_the_same_config(study, monkeypatch):
   workdir, _ = study
   def must_not_train(*args, **kwargs):

@@ -86,6 +86,7 @@ def test_bad_settings_are_refused():
     fit(zeros, zeros, num_steps=0)
 
 
+@pytest.mark.slow
 def test_refinement_raises_a_trained_vaes_elbo():
   """On a VAE trained briefly on `digits`, SVI from the encoder's q never lowers the ELBO.
 

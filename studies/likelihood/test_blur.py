@@ -61,6 +61,7 @@ def sweep_dir(tmp_path_factory):
   return root
 
 
+@pytest.mark.slow
 def test_stats_of_a_run(sweep_dir):
   run = checkpoint_eval.load_run(str(sweep_dir / "model.likelihood=bernoulli,seed=0"))
   stats = blur.blur_stats(run, blur.BlurSpec(num_images=100, num_samples=50, seed=3))
@@ -79,6 +80,7 @@ def test_stats_of_a_run(sweep_dir):
   assert stats["observation_edge_ratio"] > stats["sample_edge_ratio"] + 0.1
 
 
+@pytest.mark.slow
 def test_write_blur_pools_a_sweep_and_refuses_to_overwrite(sweep_dir):
   paths = blur.write_blur(str(sweep_dir), blur.BlurSpec(num_images=60, num_samples=30))
   assert [os.path.basename(p) for p in paths] == ["blur.json", "blur.md"]

@@ -67,6 +67,7 @@ def test_repository_sweeps_are_the_documented_grids():
   assert latent_dim.get_config().objective.beta == 1.0
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_every_member_then_a_rerun_skips_them(tmp_path):
   members = [{"objective.beta": b, "model.latent_dim": d} for b in (0.5, 2.0) for d in (2, 4)]
   config = _config_file(tmp_path, members)
@@ -112,6 +113,7 @@ def test_a_sweep_runs_every_member_then_a_rerun_skips_them(tmp_path):
   assert other.returncode == 1 and "one directory, one protocol" in other.stderr
 
 
+@pytest.mark.slow
 def test_member_k_runs_alone_and_failures_are_reported(tmp_path):
   members = [{"objective.beta": 1.0}, {"objective.beta": -1.0}]  # the second cannot run
   config = _config_file(tmp_path, members)
@@ -137,6 +139,7 @@ def test_member_k_runs_alone_and_failures_are_reported(tmp_path):
   assert "failed   objective.beta=-1.0" in listing.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("members, message", [
     ([{"objective.bta": 1.0}], "sets unknown field 'objective.bta'"),
     ([{"seed": 1}, {"seed": 1}], "are the same run"),
@@ -148,6 +151,7 @@ def test_bad_sweeps_fail_before_running_anything(tmp_path, members, message):
   assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.slow
 def test_the_driver_leaves_tensorflow_to_the_members():
   """Listing and launching members needs no TensorFlow (4.5 s to import); --member=K does."""
   code = ("import sys; sys.argv = ['sweep']; import experiments.sweep; "

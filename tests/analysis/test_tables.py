@@ -190,6 +190,7 @@ def test_mixed_protocols_are_refused(tmp_path, special, field, value):
   assert not os.path.exists(os.path.join(root, "tables"))
 
 
+@pytest.mark.slow
 def test_entry_point(tmp_path):
   good, mixed = str(tmp_path / "good"), str(tmp_path / "mixed")
   _sweep(good, "model.latent_dim", (2, 8), missing=["model.latent_dim=8,seed=1"])

@@ -61,6 +61,7 @@ def test_incomplete_manual_dir_lists_the_missing_files(tmp_path, monkeypatch):
     datasets.load("binarized_mnist", manual_dir=str(tmp_path / "nowhere"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir(SHARED_BINARIZED_MNIST),
                     reason="needs ../shared/data/binarized_mnist")
 def test_official_builder_prepares_binarized_mnist_from_manual_dir(tmp_path, monkeypatch):

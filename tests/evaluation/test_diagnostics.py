@@ -63,6 +63,7 @@ def test_mutual_information_of_a_known_gaussian_channel():
   assert abs(mi - 2 * 0.5 * np.log(5.0)) < 0.1  # the estimator is biased low by O(1/N)
 
 
+@pytest.mark.slow
 def test_collapse_alarm_fires_on_forced_collapse_and_not_on_healthy_run(
     tmp_path, config_factory, caplog):
   caplog.set_level(logging.WARNING)
@@ -77,6 +78,7 @@ def test_collapse_alarm_fires_on_forced_collapse_and_not_on_healthy_run(
   assert "step 100: posterior collapse" in caplog.text
 
 
+@pytest.mark.slow
 def test_evaluate_command_is_read_only_and_never_overwrites(tmp_path, config_factory):
   workdir = str(tmp_path / "run")
   results = train.train_and_evaluate(config_factory(), workdir)

@@ -104,6 +104,7 @@ def _train(tmp_path, name, free_bits):
   return train.train_and_evaluate(config, str(tmp_path / name))
 
 
+@pytest.mark.slow
 def test_free_bits_keeps_every_dimension_at_its_floor(tmp_path):
   """Below lambda a dimension's batch KL gets no gradient from the rate, only from the
   reconstruction, which raises it; above lambda the rate pulls it back. So every

@@ -9,6 +9,9 @@ import pytest
 
 from tests.conftest import REPO
 
+# The benchmark command in a subprocess: the full suite only.
+pytestmark = pytest.mark.slow
+
 BATCH, PIXELS, WIDTH, LATENTS = 32, 8 * 8, 32, 20
 SMALL_MODEL = ["--config.data.name=digits", f"--config.model.width={WIDTH}",
                f"--config.model.latent_dim={LATENTS}", "--config.eval.batch_size=100",

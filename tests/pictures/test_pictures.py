@@ -130,6 +130,7 @@ EXPECTED = {  # name -> (rows, columns) of tiles, from PictureSpec's defaults
     "traversals": (2, 12), "latent_arithmetic": (10, 12)}
 
 
+@pytest.mark.slow
 def test_pictures_command_writes_every_picture_and_tensorboard(run_2d):
   out = subprocess.run([sys.executable, "-m", "experiments.pictures", f"--workdir={run_2d}"],
                        cwd=REPO, capture_output=True, text=True, check=False)
@@ -155,6 +156,7 @@ def test_pictures_command_writes_every_picture_and_tensorboard(run_2d):
   assert os.path.getmtime(os.path.join(directory, "samples.png")) == before
 
 
+@pytest.mark.slow
 def test_unlabelled_models_borrow_labels_of_the_same_shape_only(run_2d, tmp_path):
   run = checkpoint_eval.load_run(run_2d)
   with pytest.raises(Exception, match="mnist_5k.*shape"):
@@ -163,6 +165,7 @@ def test_unlabelled_models_borrow_labels_of_the_same_shape_only(run_2d, tmp_path
   assert "latent_arithmetic" not in unlabelled and "latent_scatter" in unlabelled
 
 
+@pytest.mark.slow
 def test_sweep_pictures_compare_members(run_2d, tmp_path):
   sweep = tmp_path / "sweep"
   sweep.mkdir()

@@ -128,6 +128,7 @@ def tiny_disk(tmp_path):
   subprocess.run(["umount", str(mount_point)], check=False)
 
 
+@pytest.mark.slow
 def test_full_disk_fails_clearly_and_keeps_the_last_complete_checkpoint(tiny_disk):
   incompressible = lambda s: {"w": jnp.asarray(np.random.RandomState(s).rand(100_000),
                                                jnp.float32), "step": jnp.asarray(s)}

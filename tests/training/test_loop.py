@@ -16,6 +16,9 @@ from vae_jax.data import datasets
 from vae_jax.training import loop as train
 from vae_jax.training import workdir as workdir_lib
 
+# Whole training runs: the full suite only (bash launch.sh test; --fast skips them).
+pytestmark = pytest.mark.slow
+
 
 def _read_jsonl(path):
   with open(path, encoding="utf-8") as f:

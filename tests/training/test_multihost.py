@@ -72,6 +72,7 @@ def _two_processes(workdir, **env):
           for i in range(2)]
 
 
+@pytest.mark.slow
 def test_two_processes_preempted_and_resumed_train_like_one_with_as_many_devices(tmp_path):
   two, one = tmp_path / "two_hosts", tmp_path / "one_host"
   # A preemption notice reaches process 1 only, after step 10: jax's sync point
@@ -117,6 +118,7 @@ def test_two_processes_preempted_and_resumed_train_like_one_with_as_many_devices
   assert sorted(os.listdir(two / "checkpoints")) == [stops[0][0], "40"]
 
 
+@pytest.mark.slow
 def test_when_process_0_refuses_the_workdir_every_process_stops(tmp_path):
   workdir = tmp_path / "busy"
   with workdir_lib.lock(str(workdir)):  # another run holds it: process 0 must refuse

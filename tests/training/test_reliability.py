@@ -23,6 +23,9 @@ from vae_jax.training import loop as train
 from vae_jax.training import step as training
 from vae_jax.training import workdir as workdir_lib
 
+# Training subprocesses, killed and resumed, and whole runs: the full suite only.
+pytestmark = pytest.mark.slow
+
 # 400 steps of 5-step dispatches, a checkpoint every 10: long enough (a few
 # seconds, mostly saving) to be killed at random points, including mid-save.
 RUN = {**SMALL, "num_train_steps": 400, "steps_per_dispatch": 5, "log_every": 10,
