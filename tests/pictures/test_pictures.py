@@ -16,6 +16,7 @@ from tests.conftest import REPO, make_config
 from vae_jax.analysis import gallery as pictures
 from vae_jax.evaluation import saved_run as checkpoint_eval
 from vae_jax.models import gaussian_vae
+from vae_jax.pictures import images
 from vae_jax.pictures import latent as lp
 from vae_jax.training import loop as train
 from vae_jax.training import workdir as workdir_lib

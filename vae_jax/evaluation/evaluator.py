@@ -96,13 +96,15 @@ def make_eval_fn(model: interface.Model, preprocessing: str, seed: int,
 
   def evaluate_batch(params, data, ids):
     batch = eval_batch(data, ids, preprocessing, seed)
-    terms = model.terms(params, batch, eval_keys(seed, pipeline.STREAM_LATENT, ids))
+    latent_keys = eval_keys(seed, pipeline.STREAM_LATENT, ids)
+    if num_importance_samples:
+      terms, log_weights = model.terms_and_log_weights(
+          params, batch, latent_keys, eval_keys(seed, pipeline.STREAM_IMPORTANCE, ids))
+      terms["log_px"] = iwae.log_px(log_weights, num_importance_samples, iwae_chunk_size)
+    else:
+      terms = model.terms(params, batch, latent_keys)
     if preprocessing == "dequantize":
       terms = elbo.add_bits_per_dim(terms, math.prod(batch["image"].shape[1:]))
-    if num_importance_samples:
-      terms["log_px"] = iwae.log_px(
-          model.log_weights(params, batch, eval_keys(seed, pipeline.STREAM_IMPORTANCE, ids)),
-          num_importance_samples, iwae_chunk_size)
     return terms
 
   def eval_fn(params, data, ids):

@@ -137,17 +137,26 @@ class GaussianVAE(interface.Model):
       return self.likelihood(params, z).log_prob(scored)
     return log_likelihood
 
-  def terms(self, params, batch: interface.Batch, keys: jax.Array) -> interface.Terms:
-    q = self.posterior(params, batch)
+  def _terms(self, params, batch: interface.Batch, keys: jax.Array,
+             q: D.DiagonalGaussian) -> interface.Terms:
     terms = elbo.gaussian_elbo_terms(q, self.log_likelihood(params, batch), keys,
                                      self.kl_estimator)
     terms[interface.POSTERIOR] = q
     return terms
 
+  def terms(self, params, batch: interface.Batch, keys: jax.Array) -> interface.Terms:
+    return self._terms(params, batch, keys, self.posterior(params, batch))
+
   def log_weights(self, params, batch: interface.Batch,
                   keys: jax.Array) -> interface.LogWeights:
     return iwae.gaussian_log_weights(self.posterior(params, batch),
                                      self.log_likelihood(params, batch), keys)
+
+  def terms_and_log_weights(self, params, batch: interface.Batch, keys: jax.Array,
+                            importance_keys: jax.Array):
+    q = self.posterior(params, batch)  # one encoder pass for both
+    return (self._terms(params, batch, keys, q),
+            iwae.gaussian_log_weights(q, self.log_likelihood(params, batch), importance_keys))
 
   def encode(self, params, batch: interface.Batch) -> jax.Array:
     return self.posterior(params, batch).mean

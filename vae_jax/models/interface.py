@@ -97,6 +97,16 @@ class Model(abc.ABC):
                    condition: Optional[Batch] = None) -> jax.Array:
     """Codes z ~ p(z) (or p(z | condition)), [num, latent_dim]."""
 
+  def terms_and_log_weights(self, params: Params, batch: Batch, keys: jax.Array,
+                            importance_keys: jax.Array) -> tuple[Terms, LogWeights]:
+    """``terms`` and ``log_weights`` of one batch, what the evaluator needs of each.
+
+    By default two calls; a family whose two share work (an encoder pass) overrides
+    it to do that work once, so the evaluation's cost is what its roofline counts.
+    """
+    return (self.terms(params, batch, keys),
+            self.log_weights(params, batch, importance_keys))
+
   def reconstruct(self, params: Params, batch: Batch) -> jax.Array:
     """The picture of each example's code: E[x | z = E_q[z|x]]."""
     return self.decode(params, self.encode(params, batch), condition=batch)
