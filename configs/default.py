@@ -36,6 +36,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.activation = "relu"
   config.model.likelihood = "bernoulli"  # "bernoulli" | "gaussian_fixed" | "gaussian_learned"
   config.model.gaussian_scale = 0.1      # fixed sigma, or initial sigma when learned
+  # How conv encoders/decoders compute their convolutions: "lax" (nn.Conv, nn.ConvTranspose)
+  # | "matmul" (the same layers as matrix products; transposed ones in sub-pixel form) |
+  # "auto" ("matmul" on CPU, whose convolution gradients are slow; "lax" elsewhere).
+  # Same parameters either way; outputs equal up to float rounding.
+  config.model.conv_impl = "auto"
 
   config.objective = ml_collections.ConfigDict()
   config.objective.beta = 1.0

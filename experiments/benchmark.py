@@ -2,7 +2,9 @@ r"""Speed against the device's own limit: python -m experiments.benchmark [--con
 
 Measures, after compilation and warm-up, training examples/s of --config (the
 MLP VAE by default) and of --conv_config (the convolutional VAE) at each of
---batch_sizes, and IWAE evaluation examples/s with k=--num_importance_samples;
+--batch_sizes, --conv_config with the --conv_baseline overrides (its convolutions
+as nn.Conv and nn.ConvTranspose compute them) at the first batch size, and
+IWAE evaluation examples/s with k=--num_importance_samples;
 with each, the compile time, peak host (and device) memory and the roofline
 ratio: the time the program's matrix products take alone on this device, over
 the program's time. Prints a table and writes the JSON to --output
@@ -34,6 +36,11 @@ _CONFIG = validation.define_config_flag(_DEFAULT_CONFIG, "The model to measure."
 _CONV = flags.DEFINE_string("conv_config", "configs/conv.py",
                             "A second model, trained only ('' to skip).")
 _BATCHES = flags.DEFINE_list("batch_sizes", ["128", "1024"], "Global training batch sizes.")
+_CONV_BASELINE = flags.DEFINE_list(
+    "conv_baseline", ["model.conv_impl=lax"],
+    "FIELD=VALUE overrides of --conv_config, trained beside it at the first batch size in "
+    "the same run ('' to skip); by default nn.Conv and nn.ConvTranspose (XLA's convolutions), "
+    "against the form model.conv_impl=auto picks.")
 _SGD = flags.DEFINE_bool("sgd_baseline", True, "Also train --config with optim.optimizer=sgd at "
                          "the first batch size: the optimizer's share of a step.")
 _K = flags.DEFINE_integer("num_importance_samples", 5000, "IWAE k (0 skips evaluation).")
@@ -65,10 +72,14 @@ def main(argv):
   rows = [benchmark.measure_peak()]
   logging.info("Device: %s; large matmul %.1f GFLOP/s", env, rows[0]["gflops_per_s"])
   try:
+    baselines = []
     if _CONV.value:
       configs.append(validation.load_config_file(_CONV.value, "conv_config"))
-    for config in configs:
-      for batch_size in batch_sizes:
+      if _CONV_BASELINE.value and batch_sizes:
+        baselines.append(benchmark.with_overrides(configs[-1], _CONV_BASELINE.value))
+    for config, sizes in ([(c, batch_sizes) for c in configs]
+                          + [(c, batch_sizes[:1]) for c in baselines]):
+      for batch_size in sizes:
         rows.append(benchmark.measure_train(config, batch_size, repeats=_REPEATS.value,
                                             timing=timing))
         logging.info("%s", benchmark.format_table(rows[-1:]))

@@ -24,7 +24,7 @@ def test_families_are_found_by_module_name_and_unknown_names_are_refused():
   assert models.get("gaussian_vae") is gaussian_vae
   with pytest.raises(validation.ConfigError, match="model.name='nosuch'.*'gaussian_vae'"):
     validation.validate(make_config(model__name="nosuch"))
-  assert not {"interface", "layers"} & set(models.available())
+  assert not {"interface", "layers", "convolutions"} & set(models.available())
 
 
 @pytest.mark.parametrize("arch", ["mlp", "conv"])

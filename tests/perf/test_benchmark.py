@@ -84,3 +84,20 @@ def test_bad_batch_sizes_and_fields_are_named(tmp_path):
   proc = _benchmark("--config.model.widht=3", f"--output={tmp_path / 'x.json'}")
   assert proc.returncode == 1 and "Did you mean --config.model.width" in proc.stderr
   assert not os.path.exists(tmp_path / "x.json")
+
+
+def test_baseline_overrides_are_cast_to_the_fields_type_and_bad_ones_named():
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from vae_jax import validation  # pylint: disable=g-import-not-at-top
+  from vae_jax.perf import benchmark  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  changed = benchmark.with_overrides(
+      config, ["model.conv_impl=lax", "model.width=7", "objective.beta=0.5",
+               "keep_best_checkpoint=true"])
+  assert (changed.model.conv_impl, changed.model.width, changed.objective.beta,
+          changed.keep_best_checkpoint) == ("lax", 7, 0.5, True)
+  assert config.model.conv_impl == "auto"  # a copy: the measured config is unchanged
+  for bad in ("model.conv_imp=lax", "model=lax", "model.width", "model.width=wide",
+              "keep_best_checkpoint=maybe"):
+    with pytest.raises(validation.ConfigError, match=bad.split("=")[0]):
+      benchmark.with_overrides(config, [bad])

@@ -44,3 +44,15 @@ def test_changed_fields_are_recorded_with_old_and_new_values(tmp_path):
   changes = workdir_lib.prepare(str(tmp_path), config, allow_changes=["num_train_steps", "debug"])
   assert changes == {"num_train_steps": [-1, 50], "debug.extra": [None, {"a": 1}]}
   workdir_lib.record_changes(str(tmp_path), changes, step=20)  # JSON-writable as it is
+
+
+def test_a_run_recorded_before_conv_impl_continues_when_the_field_is_allowed(tmp_path):
+  """model.conv_impl changes how layers are computed, not the saved state: allowed, named."""
+  config = default.get_config()
+  del config.model["conv_impl"]
+  workdir_lib.prepare(str(tmp_path), config)  # an older run's config.json
+  with pytest.raises(workdir_lib.WorkdirError, match="--allow_config_changes=model.conv_impl"):
+    workdir_lib.prepare(str(tmp_path), default.get_config())
+  changes = workdir_lib.prepare(str(tmp_path), default.get_config(),
+                                allow_changes=["model.conv_impl"])
+  assert changes == {"model.conv_impl": [None, "auto"]}

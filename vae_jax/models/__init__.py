@@ -17,7 +17,7 @@ from vae_jax.data import datasets
 from vae_jax.models import interface
 
 # Modules of this package that are not families.
-_NOT_FAMILIES = ("interface", "layers")
+_NOT_FAMILIES = ("interface", "layers", "convolutions")
 
 
 def available() -> tuple[str, ...]:

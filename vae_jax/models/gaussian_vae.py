@@ -4,6 +4,13 @@ Config (``config.model``, with ``name = "gaussian_vae"``):
   encoder     "mlp" | "conv" | "global" (one q(z) for every x: no amortization)
   decoder     "mlp" | "conv" | "autoregressive" (p(x_i | x_<i, z), binary images)
   latent_dim, width, depth, activation
+  conv_impl   how the conv encoder and decoder compute their convolutions:
+              "lax" (nn.Conv, nn.ConvTranspose) | "matmul" (the same layers as
+              matrix products, the transposed ones in sub-pixel form:
+              models/convolutions.py) | "auto" ("matmul" on CPU, "lax"
+              elsewhere). The parameters are the same, the outputs equal up to
+              float rounding. A run recorded before the field existed has none:
+              it reads as "auto".
   likelihood  "bernoulli" | "gaussian_fixed" (sigma = gaussian_scale) |
               "gaussian_learned" (a per-pixel log sigma, starting at gaussian_scale)
 and ``config.objective.kl_estimator``: "analytic" (closed form) or "mc"
@@ -29,6 +36,7 @@ from vae_jax.core import checks
 from vae_jax.core import distributions as D
 from vae_jax.core import likelihoods
 from vae_jax.data import datasets
+from vae_jax.models import convolutions
 from vae_jax.models import interface
 from vae_jax.models import layers
 from vae_jax.objectives import elbo
@@ -51,15 +59,17 @@ class VAE(nn.Module):
   activation: str = "relu"
   likelihood: str = "bernoulli"
   gaussian_scale: float = 0.1
+  conv_impl: str = "auto"
 
   def setup(self):
     self.enc = layers.Encoder(self.latent_dim, self.encoder, self.width, self.depth,
-                              self.activation)
+                              self.activation, self.conv_impl)
     shape = tuple(self.image_shape)
     if self.decoder == "autoregressive":
       self.dec = layers.AutoregressiveDecoder(shape, self.width, self.depth, self.activation)
     else:
-      self.dec = layers.Decoder(shape, self.decoder, self.width, self.depth, self.activation)
+      self.dec = layers.Decoder(shape, self.decoder, self.width, self.depth, self.activation,
+                                self.conv_impl)
     if self.likelihood == "gaussian_learned":
       self.log_scale = self.param(
           "log_scale", nn.initializers.constant(math.log(self.gaussian_scale)), shape)
@@ -177,6 +187,12 @@ class GaussianVAE(interface.Model):
     return jax.random.normal(rng, (num, self.latent_dim))
 
 
+def conv_impl_of(config: ml_collections.ConfigDict) -> str:
+  """``config.model.conv_impl``; "auto" for a run recorded before the field existed, so that
+  its checkpoints (whose parameters do not depend on the field) load as they are."""
+  return config.model.get("conv_impl", "auto")
+
+
 def observes(config: ml_collections.ConfigDict) -> str:
   return "binary" if config.model.likelihood == "bernoulli" else "continuous"
 
@@ -191,6 +207,11 @@ def validate(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> None
   likelihood = checks.choice(config, "model.likelihood", LIKELIHOODS)
   checks.number(config, "model.gaussian_scale", minimum=0, strict=True)
   checks.choice(config, "objective.kl_estimator", KL_ESTIMATORS)
+  conv_impl = conv_impl_of(config)
+  if conv_impl not in convolutions.CONV_IMPLS:
+    checks.fail("model.conv_impl", conv_impl, "valid values are "
+                f"{', '.join(map(repr, convolutions.CONV_IMPLS))} (how the conv layers are "
+                "computed; 'auto': 'matmul' on CPU, 'lax' elsewhere)")
   if decoder == "autoregressive" and likelihood != "bernoulli":
     checks.fail("model.likelihood", likelihood,
                 "decoder 'autoregressive' is a Bernoulli model of binary pixels; use 'bernoulli'")
@@ -210,5 +231,6 @@ def build(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> Gaussia
   m = config.model
   module = VAE(latent_dim=m.latent_dim, image_shape=tuple(data.image_shape), encoder=m.encoder,
                decoder=m.decoder, width=m.width, depth=m.depth, activation=m.activation,
-               likelihood=m.likelihood, gaussian_scale=m.gaussian_scale)
+               likelihood=m.likelihood, gaussian_scale=m.gaussian_scale,
+               conv_impl=conv_impl_of(config))
   return GaussianVAE(module, config.objective.kl_estimator)

@@ -4,6 +4,8 @@
   Gaussian: an MLP, stride-2 convolutions, or "global" (one q(z) for all x).
 - ``Decoder``: codes [B, d] -> the location of p(x|z), shaped like the image
   (MLP, or transposed convolutions mirroring the conv encoder).
+  Their convolutions are nn.Conv / nn.ConvTranspose or, on CPU, the same layers
+  as matrix products (``convolutions``).
 - ``AutoregressiveDecoder``: (codes, images) -> Bernoulli logits of
   p(x_i | x_<i, z) in raster order, and ancestral sampling.
 """
@@ -18,6 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from vae_jax.models import convolutions
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "relu": nn.relu,
@@ -42,12 +46,15 @@ class Encoder(nn.Module):
   4x4 convolutions with width, 2*width, ... channels, each halving the image.
   "global": x is ignored; (mean, logvar) are two free vectors shared by the
   whole dataset, q(z|x) = q(z), the baseline that shows why q must depend on x.
+  The convolutions are computed as ``conv_impl`` says (convolutions.CONV_IMPLS);
+  the parameters are the same either way.
   """
   latent_dim: int
   architecture: str
   width: int
   depth: int
   activation: str
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -63,8 +70,9 @@ class Encoder(nn.Module):
       for i in range(self.depth):
         h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
     else:
+      conv, _ = convolutions.conv_layers(self.conv_impl)
       for i, ch in enumerate(_conv_channels(self.width, self.depth)):
-        h = act(nn.Conv(ch, (4, 4), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
+        h = act(conv(ch, (4, 4), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
       h = h.reshape((h.shape[0], -1))
     mean = nn.Dense(self.latent_dim, name="mean")(h)
     logvar = nn.Dense(self.latent_dim, name="logvar")(h)
@@ -75,13 +83,15 @@ class Decoder(nn.Module):
   """z -> location of p(x|z), shaped like the image; mirrors the Encoder.
 
   "conv": a dense projection to the smallest feature map, then stride-2
-  transposed convolutions back to full size and a 3x3 output convolution.
+  transposed convolutions back to full size and a 3x3 output convolution, computed
+  as ``conv_impl`` says (the parameters are the same either way).
   """
   image_shape: Sequence[int]
   architecture: str
   width: int
   depth: int
   activation: str
+  conv_impl: str = "auto"
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
@@ -97,10 +107,10 @@ class Decoder(nn.Module):
     h0, w0 = height // 2**self.depth, width // 2**self.depth
     h = act(nn.Dense(h0 * w0 * stages[-1], name="project")(z))
     h = h.reshape((z.shape[0], h0, w0, stages[-1]))
+    conv, conv_transpose = convolutions.conv_layers(self.conv_impl)
     for i, ch in reversed(list(enumerate(stages))):
-      h = act(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding="SAME",
-                               name=f"deconv_{i}")(h))
-    return nn.Conv(channels, (3, 3), padding="SAME", name="out")(h)
+      h = act(conv_transpose(ch, (4, 4), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(h))
+    return conv(channels, (3, 3), padding="SAME", name="out")(h)
 
 
 @functools.lru_cache(maxsize=None)

@@ -181,6 +181,33 @@ def measure_peak(size: int = PEAK_SHAPE) -> dict[str, Any]:
               found, seconds) / 1e9}
 
 
+def with_overrides(config: ml_collections.ConfigDict,
+                   items: Sequence[str]) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with FIELD=VALUE ``items`` applied, each value cast to the field's type.
+
+  A baseline row is the same config with a field or two changed (e.g. another
+  formulation of a layer), measured in the same run: on a shared machine only
+  figures from one run compare.
+  """
+  config = copy.deepcopy(config)
+  for item in items:
+    field, sep, text = item.partition("=")
+    old = config.get(field, None) if sep else None
+    if old is None or isinstance(old, ml_collections.ConfigDict):
+      raise validation.ConfigError(f"{item!r}: expected FIELD=VALUE with FIELD a field of the "
+                                   f"config (e.g. model.conv_impl=lax).")
+    try:
+      if isinstance(old, bool):  # before int: a bool is an int
+        value = {"true": True, "false": False}[text.lower()]
+      else:
+        value = type(old)(text)
+    except (KeyError, ValueError):
+      raise validation.ConfigError(f"{item!r}: {text!r} is not a valid "
+                                   f"{type(old).__name__}.") from None
+    config.update_from_flattened_dict({field: value})
+  return config
+
+
 def _describe_model(config: ml_collections.ConfigDict) -> str:
   """The model's family and fields, the data and the optimizer, in one line."""
   fields = ", ".join(f"{k} {v}" for k, v in sorted(config.model.items()) if k != "name")

@@ -31,12 +31,14 @@ HISTORY_FILE = "config_history.jsonl"
 LOCK_FILE = ".lock"
 ARCHIVED_WITH_RESULTS = (RESULTS_FILE, "reconstructions.png", "samples.png")
 # Fields a run may continue with, changed: none alters the shape of the saved
-# state (model, optimizer structure) or the data and its order.
+# state (model, optimizer structure) or the data and its order. model.conv_impl
+# picks how a layer is computed, not its parameters (a run recorded before the
+# field existed continues with --allow_config_changes=model.conv_impl).
 CHANGEABLE = ("num_epochs", "num_train_steps", "steps_per_dispatch", "log_every", "eval_every",
               "checkpoint_every", "keep_checkpoints", "keep_best_checkpoint", "eval", "images",
               "objective", "optim.learning_rate", "optim.schedule", "optim.warmup_steps",
               "optim.weight_decay", "optim.max_consecutive_nonfinite", "data.data_dir",
-              "data.manual_dir", "data.fallback", "debug")
+              "data.manual_dir", "data.fallback", "debug", "model.conv_impl")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets",
             "tensorflow-cpu", "clu", "ml-collections", "numpy")
 
