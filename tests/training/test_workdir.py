@@ -46,13 +46,26 @@ def test_changed_fields_are_recorded_with_old_and_new_values(tmp_path):
   workdir_lib.record_changes(str(tmp_path), changes, step=20)  # JSON-writable as it is
 
 
-def test_a_run_recorded_before_conv_impl_continues_when_the_field_is_allowed(tmp_path):
-  """model.conv_impl changes how layers are computed, not the saved state: allowed, named."""
+def test_a_run_recorded_before_the_model_interface_resumes_and_loads_unchanged(tmp_path):
+  """A config.json without model.name and model.conv_impl (older code) reads as the family
+  that claims such runs, with the values that reproduce them: no change to allow."""
   config = default.get_config()
-  del config.model["conv_impl"]
-  workdir_lib.prepare(str(tmp_path), config)  # an older run's config.json
+  workdir_lib.prepare(str(tmp_path), config)
+  recorded = json.loads((tmp_path / workdir_lib.CONFIG_FILE).read_text())
+  del recorded["model"]["name"], recorded["model"]["conv_impl"]
+  (tmp_path / workdir_lib.CONFIG_FILE).write_text(json.dumps(recorded))
+  assert workdir_lib.prepare(str(tmp_path), default.get_config()) == {}
+  loaded = workdir_lib.load_config(str(tmp_path))
+  assert loaded.model.name == "gaussian_vae" and loaded.model.conv_impl == "auto"
+  assert loaded.to_dict() == workdir_lib.config_dict(config)
+
+
+def test_conv_impl_may_change_when_a_run_continues(tmp_path):
+  """model.conv_impl changes how layers are computed, not the saved state: allowed, named."""
+  workdir_lib.prepare(str(tmp_path), default.get_config())
+  config = default.get_config()
+  config.model.conv_impl = "lax"
   with pytest.raises(workdir_lib.WorkdirError, match="--allow_config_changes=model.conv_impl"):
-    workdir_lib.prepare(str(tmp_path), default.get_config())
-  changes = workdir_lib.prepare(str(tmp_path), default.get_config(),
-                                allow_changes=["model.conv_impl"])
-  assert changes == {"model.conv_impl": [None, "auto"]}
+    workdir_lib.prepare(str(tmp_path), config)
+  changes = workdir_lib.prepare(str(tmp_path), config, allow_changes=["model.conv_impl"])
+  assert changes == {"model.conv_impl": ["auto", "lax"]}

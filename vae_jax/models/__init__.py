@@ -39,6 +39,30 @@ def build(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> interfa
   return get(config.model.name).build(config, data)
 
 
+def upgrade_recorded(recorded: dict) -> list[str]:
+  """Fills in place the model fields a run's recorded config (JSON) lacks; returns their names.
+
+  A run recorded before ``config.model.name`` existed belongs to the family that
+  declares ``RECORDED_WITHOUT_NAME = True``; fields a family added since take the
+  values its ``ADDED_FIELDS`` give, those that reproduce what the code did before.
+  So old runs still resume, evaluate and draw their pictures.
+  """
+  model = recorded.setdefault("model", {})
+  filled = []
+  if "name" not in model:
+    legacy = [n for n in available() if getattr(get(n), "RECORDED_WITHOUT_NAME", False)]
+    if len(legacy) != 1:
+      raise checks.ConfigError("The run's config.json has no model.name, and no single family "
+                               "claims such runs; add model.name to it.")
+    model["name"] = legacy[0]
+    filled.append("model.name")
+  for field, value in getattr(get(model["name"]), "ADDED_FIELDS", {}).items():
+    if field not in model:
+      model[field] = value
+      filled.append(f"model.{field}")
+  return filled
+
+
 def observes(config: ml_collections.ConfigDict) -> str:
   """'binary' or 'continuous': the pixels the configured family's likelihood models."""
   return get(config.model.name).observes(config)

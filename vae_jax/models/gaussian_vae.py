@@ -42,6 +42,11 @@ from vae_jax.models import layers
 from vae_jax.objectives import elbo
 from vae_jax.objectives import iwae
 
+# Runs recorded before config.model.name existed are of this family; fields added since
+# then read as these values (models.upgrade_recorded).
+RECORDED_WITHOUT_NAME = True
+ADDED_FIELDS = {"conv_impl": "auto"}
+
 ENCODERS = ("mlp", "conv", "global")
 DECODERS = ("mlp", "conv", "autoregressive")
 LIKELIHOODS = ("bernoulli", "gaussian_fixed", "gaussian_learned")

@@ -84,7 +84,7 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool 
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, CONFIG_FILE)
   results = os.path.join(workdir, RESULTS_FILE)
-  new, old = config_dict(config), read_json(path)
+  new, old = config_dict(config), _read_recorded(path)
   if overwrite and set(os.listdir(workdir)) - {LOCK_FILE}:
     _move_aside(workdir)
     old = None
@@ -171,8 +171,19 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise WorkdirError(f"{path} does not exist: {workdir} is not a vae_jax run directory.")
-  with open(path, encoding="utf-8") as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(_read_recorded(path))
+
+
+def _read_recorded(path: str) -> Optional[dict]:
+  """A recorded config.json with the fields added since it was written filled in."""
+  recorded = read_json(path)
+  if recorded is not None:
+    from vae_jax import models  # pylint: disable=g-import-not-at-top  (JAX; not for tables)
+    filled = models.upgrade_recorded(recorded)
+    if filled:
+      logging.info("%s predates %s: read with the values that reproduce its run.", path,
+                   ", ".join(filled))
+  return recorded
 
 
 def read_json(path: str) -> Optional[dict]:
