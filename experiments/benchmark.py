@@ -7,7 +7,9 @@ as nn.Conv and nn.ConvTranspose compute them) at the first batch size, and
 IWAE evaluation examples/s with k=--num_importance_samples;
 with each, the compile time, peak host (and device) memory and the roofline
 ratio: the time the program's matrix products take alone on this device, over
-the program's time. Prints a table and writes the JSON to --output
+the program's time. Next to each --config row, a plain hand-written JAX loop of
+the same MLP VAE (--reference) and where the step's microseconds go, operation
+by operation (--breakdown). Prints a table and writes the JSON to --output
 (benchmarks/benchmark-PLATFORM-Nd-TIME.json by default; never overwritten).
 
   python -m experiments.benchmark
@@ -28,6 +30,7 @@ from absl import flags
 from absl import logging
 
 from vae_jax.perf import benchmark
+from vae_jax.perf import reference as reference_loop
 from vae_jax import parallel
 from vae_jax import validation
 
@@ -43,6 +46,10 @@ _CONV_BASELINE = flags.DEFINE_list(
     "against the form model.conv_impl=auto picks.")
 _SGD = flags.DEFINE_bool("sgd_baseline", True, "Also train --config with optim.optimizer=sgd at "
                          "the first batch size: the optimizer's share of a step.")
+_REFERENCE = flags.DEFINE_bool("reference", True, "Also train a plain hand-written JAX loop of "
+                               "--config's MLP VAE at each batch size (one device only).")
+_BREAKDOWN = flags.DEFINE_bool("breakdown", True, "Profile --config's train steps (and the "
+                               "reference's): where each step's microseconds go, by source.")
 _K = flags.DEFINE_integer("num_importance_samples", 5000, "IWAE k (0 skips evaluation).")
 _EXAMPLES = flags.DEFINE_integer("eval_examples", 1000,
                                  "Test images evaluated (the cost is linear in them).")
@@ -77,12 +84,19 @@ def main(argv):
       configs.append(validation.load_config_file(_CONV.value, "conv_config"))
       if _CONV_BASELINE.value and batch_sizes:
         baselines.append(benchmark.with_overrides(configs[-1], _CONV_BASELINE.value))
+    reference = (_REFERENCE.value and jax.device_count() == 1
+                 and not reference_loop.unsupported(_CONFIG.value))
     for config, sizes in ([(c, batch_sizes) for c in configs]
                           + [(c, batch_sizes[:1]) for c in baselines]):
+      mine = config is _CONFIG.value
       for batch_size in sizes:
         rows.append(benchmark.measure_train(config, batch_size, repeats=_REPEATS.value,
-                                            timing=timing))
-        logging.info("%s", benchmark.format_table(rows[-1:]))
+                                            timing=timing, breakdown=mine and _BREAKDOWN.value))
+        if mine and reference:
+          rows.append(benchmark.measure_reference(
+              config, batch_size, rows[-1]["steps_per_dispatch"], repeats=_REPEATS.value,
+              timing=timing, breakdown=_BREAKDOWN.value))
+        logging.info("%s", benchmark.format_table(rows[-2 if mine and reference else -1:]))
     if _SGD.value and batch_sizes and _CONFIG.value.optim.optimizer != "sgd":
       sgd = copy.deepcopy(_CONFIG.value)
       sgd.optim.optimizer = "sgd"

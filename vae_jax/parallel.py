@@ -72,6 +72,18 @@ def data_parallel(fn: Callable, *, static_argnums: Sequence[int] = (),
                   donate_argnums=tuple(donate_argnums))
 
 
+def mean(tree: PyTree, axis_name: str = AXIS_NAME) -> PyTree:
+  """``jax.lax.pmean`` over the devices, for per-device code; on one device, the tree itself.
+
+  The mean over one device is the value itself, bit for bit, but XLA:CPU still
+  runs the all-reduce as a copy of every array: for the gradients, one more pass
+  over all the parameters' bytes each step.
+  """
+  if jax.lax.axis_size(axis_name) == 1:
+    return tree
+  return jax.lax.pmean(tree, axis_name)
+
+
 def _sharding() -> NamedSharding:
   mesh = Mesh(np.asarray(jax.local_devices()), (AXIS_NAME,))
   return NamedSharding(mesh, PartitionSpec(AXIS_NAME))

@@ -49,11 +49,27 @@ def test_the_benchmark_prints_a_table_and_writes_its_figures(small_run):
   assert "| train |" in stdout and "| IWAE k=30, 200 test images |" in stdout
   record = json.load(open(output))
   assert record["environment"]["platform"] == "cpu"
-  peak, train, sgd, evaluation = record["measurements"]
+  peak, train, reference, sgd, evaluation = record["measurements"]
   assert peak["kind"] == "peak" and peak["gflops_per_s"] > 0
   assert train["kind"] == "train" and train["batch_size"] == BATCH
   assert train["product_flops_per_device"] == _mlp_train_flops(BATCH)
   assert train["examples_per_s"] == pytest.approx(BATCH * train["steps_per_s"])
+  # The hand-written loop of the same model runs the same products, as many steps a dispatch.
+  assert "| reference |" in stdout and reference["kind"] == "reference"
+  assert reference["product_flops_per_device"] == train["product_flops_per_device"]
+  assert reference["steps_per_dispatch"] == train["steps_per_dispatch"]
+  # Timed in turn with the train chunk and the products alone: ratios of one moment's load.
+  alongside = reference["alongside"]
+  assert alongside["reference_seconds_per_step"] == reference["seconds_per_step"]
+  assert alongside["train_speed_over_reference"] == pytest.approx(
+      alongside["reference_seconds_per_step"] / alongside["train_seconds_per_step"])
+  assert 0 < alongside["train_roofline_ratio"] < 2 and 0 < alongside["reference_roofline_ratio"] < 2
+  # Where a step's time goes: the products apart, the rest by source.
+  for row in (train, reference):
+    found = row["breakdown"]
+    assert found["by_source"][0]["us"] > 0 and found["product_us_per_call"] > 0
+    assert found["ops_per_call"] > {"train": 20, "reference": 14}[row["kind"]]
+  assert any(g["where"].startswith("vae_jax/") for g in train["breakdown"]["by_source"])
   # The SGD baseline runs the same products: the optimizer's cost is all elementwise.
   assert train["model"].endswith("adam") and sgd["model"].endswith("sgd")
   assert sgd["product_flops_per_device"] == train["product_flops_per_device"]
@@ -62,7 +78,7 @@ def test_the_benchmark_prints_a_table_and_writes_its_figures(small_run):
   eval_macs = 200 * ((PIXELS * WIDTH + 2 * WIDTH * LATENTS) +
                      31 * (LATENTS * WIDTH + WIDTH * PIXELS))  # 30 samples + the ELBO's z
   assert evaluation["product_flops_per_device"] == 2 * eval_macs
-  for row in (train, sgd, evaluation):
+  for row in (train, reference, sgd, evaluation):
     assert row["compile_seconds"] > 0 and row["peak_host_bytes"] > 0
     assert 0 < row["roofline_seconds"] and 0 < row["roofline_ratio"] < 2, row
     assert row["roofline_ratio"] == pytest.approx(

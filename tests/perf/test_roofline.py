@@ -98,3 +98,14 @@ def test_a_program_of_one_product_runs_near_its_roofline():
   ratio = limit / min(elapsed)
   print("roofline ratio of a one-product program:", ratio)
   assert 0.3 < ratio < 3.0
+
+
+def test_products_alone_run_every_product_as_often_as_the_program_does():
+  def program(x, w1, w2):
+    return jnp.tanh(jnp.tanh(x @ w1) @ w2) @ w2.T
+  found = roofline.products(program, jnp.ones((8, 16)), jnp.ones((16, 32)), jnp.ones((32, 32)))
+  alone = roofline.products_only(found, runs=3)
+  again = roofline.products(alone)
+  assert roofline.total_flops(again) == 3 * roofline.total_flops(found)
+  assert sorted(p.count for p in again) == sorted(3 * p.count for p in found)
+  assert len(jax.block_until_ready(alone())) == sum(p.count for p in found)

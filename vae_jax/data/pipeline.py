@@ -13,6 +13,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from vae_jax.core import threefry
+
+# The hash under every key and draw below, compiled without its loop on CPU
+# (the same bits; see vae_jax.core.threefry): programs that draw per example
+# are built on this module.
+threefry.install()
+
 # How pixels become model inputs.
 #   "binary":      the dataset is already {0, 1}; used as is (static binarization).
 #   "dynamic":     x ~ Bernoulli(pixel / 255), redrawn every time an image is used.

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from vae_jax import parallel
 from vae_jax.core import distributions as D
 from vae_jax.core import likelihoods
 
@@ -71,7 +72,7 @@ def free_bits_rate(kl_per_dim: jax.Array, free_bits: float,
   gives exactly the gradient of the global objective, on any device count.
   """
   local = jnp.mean(kl_per_dim, axis=0)
-  global_mean = jax.lax.pmean(local, axis_name) if axis_name else local
+  global_mean = parallel.mean(local, axis_name) if axis_name else local
   above = jax.lax.stop_gradient(global_mean) > free_bits
   return jnp.sum(jnp.where(above, local, free_bits))
 

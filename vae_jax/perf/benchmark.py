@@ -19,12 +19,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from vae_jax import models
 from vae_jax import parallel
 from vae_jax import validation
 from vae_jax.data import datasets
 from vae_jax.evaluation import evaluator as evaluation
+from vae_jax.perf import ops
+from vae_jax.perf import reference
 from vae_jax.perf import roofline
 from vae_jax.training import state as state_lib
 from vae_jax.training import step as training
@@ -91,36 +94,53 @@ def _roofline(found: Sequence[roofline.Product], program_seconds: float,
           "products": [p.describe() for p in found]}
 
 
+def _breakdown(fn: Callable, args: tuple, steps: int, static: tuple = ()) -> dict[str, Any]:
+  """``ops.breakdown`` of ``fn(*args, *static)`` (a jit or pmap, compiled here) per step."""
+  compiled = fn.lower(*args, *static).compile()
+  return ops.breakdown(compiled.as_text(), lambda: compiled(*args), steps)
+
+
+class _TrainProgram:
+  """The training run's data-parallel chunk of ``config`` at ``batch_size``, ready to dispatch."""
+
+  def __init__(self, config: ml_collections.ConfigDict, batch_size: int):
+    config = copy.deepcopy(config)
+    config.batch_size = batch_size
+    validation.validate(config)
+    self.config, name = config, config.data.name
+    self.num_train = SPLIT_SIZES.get(name, DEFAULT_SPLIT_SIZES)[0]
+    self.model = models.build(config, datasets.info(name))
+    self.tx = state_lib.make_optimizer(config.optim, 1_000_000)
+    self.spec = training.spec_from_config(config, self.num_train,
+                                          validation.preprocessing_of(config))
+    self.state = state_lib.create_train_state(config.seed, self.model, self.tx)
+    self.images = synthetic_split(name, self.num_train, config.seed)
+    self.chunk = training.DataParallelTrainChunk(self.model, self.tx, self.spec)
+    self.replicated_images = parallel.replicate(self.images)
+    self.rstate, self.step = parallel.replicate(self.state), 0
+
+  def dispatch(self, steps: int):
+    self.rstate, metrics = self.chunk(self.rstate, self.replicated_images, self.step, steps)
+    self.step += steps
+    return metrics
+
+
 def measure_train(config: ml_collections.ConfigDict, batch_size: int, *, repeats: int = 5,
-                  dispatch_seconds: float = 2.0, timing: dict | None = None) -> dict[str, Any]:
+                  dispatch_seconds: float = 2.0, timing: dict | None = None,
+                  breakdown: bool = False) -> dict[str, Any]:
   """Training examples/s of ``config`` at global ``batch_size``, and its roofline ratio.
 
   Times dispatches of scanned steps, as training runs them: ``config.steps_per_dispatch``
-  steps, or fewer where that many would take over ``dispatch_seconds``.
+  steps, or fewer where that many would take over ``dispatch_seconds``. With
+  ``breakdown``, also where a step's time goes (``ops.breakdown``).
   """
-  config = copy.deepcopy(config)
-  config.batch_size = batch_size
-  validation.validate(config)
-  name = config.data.name
-  num_train = SPLIT_SIZES.get(name, DEFAULT_SPLIT_SIZES)[0]
-  preprocessing = validation.preprocessing_of(config)
-  model = models.build(config, datasets.info(name))
-  tx = state_lib.make_optimizer(config.optim, 1_000_000)
-  spec = training.spec_from_config(config, num_train, preprocessing)
-  state = state_lib.create_train_state(config.seed, model, tx)
-  images = synthetic_split(name, num_train, config.seed)
-  chunk = training.DataParallelTrainChunk(model, tx, spec)
-  replicated_images = parallel.replicate(images)
-  holder = {"state": parallel.replicate(state), "step": 0}
-
-  def dispatch(steps: int):
-    holder["state"], metrics = chunk(holder["state"], replicated_images, holder["step"], steps)
-    holder["step"] += steps
-    return metrics
+  program = _TrainProgram(config, batch_size)
+  config, model, tx, spec = program.config, program.model, program.tx, program.spec
 
   def timed_dispatches(steps: int, count: int) -> tuple[float, float]:
     """(compile seconds, best seconds per step) of dispatches of ``steps`` steps."""
-    compile_seconds, per_dispatch = _compile_and_best_seconds(lambda: dispatch(steps), count)
+    compile_seconds, per_dispatch = _compile_and_best_seconds(
+        lambda: program.dispatch(steps), count)
     return compile_seconds, per_dispatch / steps
 
   compile_seconds, seconds = timed_dispatches(1, 1)  # a first estimate
@@ -129,16 +149,75 @@ def measure_train(config: ml_collections.ConfigDict, batch_size: int, *, repeats
     compile_seconds, seconds = timed_dispatches(steps, repeats)
   else:
     seconds = timed_dispatches(1, repeats)[1]
-  perms = tuple(np.arange(num_train, dtype=np.int32)
+  perms = tuple(np.arange(program.num_train, dtype=np.int32)
                 for _ in range(training.epochs_touched(spec, 1)))
   found = roofline.products(
-      training.make_train_chunk(model, tx, spec), state, images, perms, 1,
+      training.make_train_chunk(model, tx, spec), program.state, program.images, perms, 1,
       axis_env=[(parallel.AXIS_NAME, parallel.device_count())], static_argnums=(3,))
-  return {"kind": "train", "model": _describe_model(config), "batch_size": batch_size,
-          "per_device_batch": spec.per_device_batch, "steps_per_dispatch": steps,
-          "examples_per_s": batch_size / seconds, "steps_per_s": 1.0 / seconds,
-          "seconds_per_step": seconds, "compile_seconds": compile_seconds,
-          **_roofline(found, seconds, {} if timing is None else timing), **memory()}
+  row = {"kind": "train", "model": _describe_model(config), "batch_size": batch_size,
+         "per_device_batch": spec.per_device_batch, "steps_per_dispatch": steps,
+         "examples_per_s": batch_size / seconds, "steps_per_s": 1.0 / seconds,
+         "seconds_per_step": seconds, "compile_seconds": compile_seconds,
+         **_roofline(found, seconds, {} if timing is None else timing), **memory()}
+  if breakdown:
+    fn = parallel.data_parallel(training.make_train_chunk(model, tx, spec), static_argnums=(3,))
+    perms = program.chunk.permutations(program.rstate.rng, program.step, steps)
+    row["breakdown"] = _breakdown(fn, (program.rstate, program.replicated_images, perms),
+                                  steps, (steps,))
+  return row
+
+
+def measure_reference(config: ml_collections.ConfigDict, batch_size: int, steps: int, *,
+                      repeats: int = 5, timing: dict | None = None,
+                      breakdown: bool = False) -> dict[str, Any]:
+  """``measure_train``'s figures for a plain hand-written loop of the same MLP VAE
+  (``reference``), on one device, ``steps`` steps a dispatch (the train row's).
+
+  Its dispatches alternate with the project's train chunk's and with the same
+  products run alone (``roofline.products_only``): ``alongside`` holds the best
+  of each and their ratios, which a shared machine's load affects alike.
+  """
+  why = reference.unsupported(config)
+  if why:
+    raise validation.ConfigError(f"No reference row: {why}.")
+  program = _TrainProgram(config, batch_size)
+  tx = optax.adam(config.optim.learning_rate)
+  carry, images, perm = reference.start(config, program.images["image"], tx)
+  latent_dim = config.model.latent_dim
+  fn = jax.jit(reference.make_chunk(tx, batch_size, latent_dim, steps), donate_argnums=(0,))
+  holder = {"carry": carry}
+
+  def dispatch():
+    holder["carry"], losses = fn(holder["carry"], images, perm)
+    return losses
+
+  compile_seconds = _compile_and_best_seconds(dispatch, 1)[0]
+  found = roofline.products(reference.make_chunk(tx, batch_size, latent_dim, 1),
+                            holder["carry"], images, perm)
+  programs = {"reference": dispatch, "train": lambda: program.dispatch(steps),
+              "products": roofline.products_only(found, steps)}
+  best = {name: np.inf for name in programs}
+  for name, run in programs.items():
+    jax.block_until_ready(run())  # compiled, warm
+  for _ in range(repeats):  # in turn: a shared machine's load falls on each alike
+    for name, run in programs.items():
+      best[name] = min(best[name], _best_seconds(run, 1) / steps)
+  seconds = best["reference"]
+  row = {"kind": "reference", "model": f"hand-written loop: {_describe_model(program.config)}",
+         "batch_size": batch_size, "per_device_batch": batch_size, "steps_per_dispatch": steps,
+         "examples_per_s": batch_size / seconds, "steps_per_s": 1.0 / seconds,
+         "seconds_per_step": seconds, "compile_seconds": compile_seconds,
+         "alongside": {"train_seconds_per_step": best["train"],
+                       "reference_seconds_per_step": seconds,
+                       "products_seconds_per_step": best["products"],
+                       "train_speed_over_reference": seconds / best["train"],
+                       "train_roofline_ratio": best["products"] / best["train"],
+                       "reference_roofline_ratio": best["products"] / seconds},
+         **_roofline(found, seconds, {} if timing is None else timing), **memory()}
+  if breakdown:
+    plain = jax.jit(reference.make_chunk(tx, batch_size, latent_dim, steps))
+    row["breakdown"] = _breakdown(plain, (holder["carry"], images, perm), steps)
+  return row
 
 
 def measure_eval(config: ml_collections.ConfigDict, num_importance_samples: int,
@@ -229,9 +308,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
   for r in rows:
     if r["kind"] == "peak":
       continue
-    what = ("train" if r["kind"] == "train" else
+    what = (r["kind"] if r["kind"] in ("train", "reference") else
             f"IWAE k={r['num_importance_samples']}, {r['num_examples']} test images")
-    steps = f"{r['steps_per_s']:.1f}" if r["kind"] == "train" else "–"
+    steps = f"{r['steps_per_s']:.1f}" if "steps_per_s" in r else "–"
     lines.append(
         f"| {what} | {r['model']} | {r['batch_size']} | {r['examples_per_s']:,.0f} | {steps} | "
         f"{r['compile_seconds']:.2f} | {r['product_gflops_per_s']:.1f} | "

@@ -86,7 +86,10 @@ def products(fn: Callable, *args, axis_env: Sequence[tuple[str, int]] = (),
       name = eqn.primitive.name
       if name in PRODUCTS:
         lhs, rhs = (jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars)
-        product = Product(eqn.primitive, lhs, rhs, tuple(sorted(eqn.params.items())),
+        params = dict(eqn.params)
+        if params.get("preferred_element_type", 0) is None:  # None: the output's dtype; one
+          params["preferred_element_type"] = eqn.outvars[0].aval.dtype  # key, timed once
+        product = Product(eqn.primitive, lhs, rhs, tuple(sorted(params.items())),
                           _flops(eqn), times)
         if product.key in found:
           product = dataclasses.replace(product, count=found[product.key].count + times)
@@ -169,3 +172,33 @@ def time_products(found: Sequence[Product], *, min_seconds: float = 0.2,
 def roofline_seconds(found: Sequence[Product], seconds: dict[tuple, float]) -> float:
   """Time of one program run if it did nothing but its products, each at its measured speed."""
   return sum(seconds[p.key] * p.count for p in found)
+
+
+def products_only(found: Sequence[Product], runs: int) -> Callable[[], jax.Array]:
+  """A compiled program that runs the products of ``runs`` program runs and nothing else.
+
+  Each run executes every product ``count`` times, each execution on operands
+  of its own (passed through an optimization barrier, so XLA neither hoists nor
+  merges them). Timed in turn with the program itself, it gives a roofline
+  ratio that a shared machine's changing load affects alike on both sides
+  (``time_products`` times each product at another moment).
+  """
+  instances = [(p, dict(p.params)) for p in found for _ in range(p.count)]
+  key = jax.random.PRNGKey(0)
+  operands = [tuple(jax.random.normal(jax.random.fold_in(key, 2 * i + j), s.shape).astype(
+      s.dtype) for j, s in enumerate((p.lhs, p.rhs))) for i, (p, _) in enumerate(instances)]
+
+  def body(_, carry):
+    operands, _ = carry
+    operands = jax.lax.optimization_barrier(operands)
+    outs = [p.primitive.bind(lhs, rhs, **params)
+            for (p, params), (lhs, rhs) in zip(instances, operands)]
+    return operands, outs
+
+  @jax.jit
+  def run(operands):
+    outs = [jnp.zeros(o.shape, o.dtype) for o in jax.eval_shape(
+        lambda ops: body(0, (ops, None))[1], operands)]
+    return jax.lax.fori_loop(0, runs, body, (operands, outs))[1]
+
+  return lambda: run(operands)
