@@ -10,12 +10,19 @@ dataset is neither prepared nor obtainable, ``DatasetUnavailableError`` is raise
 within seconds (TFDS would otherwise retry downloads for minutes). MNIST and
 Fashion-MNIST are read straight from their four IDX files when manual_dir holds
 them (idx.py): recompressed copies, which TFDS's checksums reject, work too.
+Binarized MNIST ships with the code (binarized_mnist.py): with no manual_dir,
+its official files are written from the embedded copy and handed to TFDS the
+same way. The files in a manual_dir are checked against TFDS's records before
+TFDS sees them (tfds_files.py), and TFDS's progress output stays off the terminal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import io
+import logging as std_logging
 import os
 import socket
 import urllib.parse
@@ -24,7 +31,9 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
+from vae_jax.data import binarized_mnist
 from vae_jax.data import idx
+from vae_jax.data import tfds_files
 
 # name -> whether its pixels are already binary ({0, 1}).
 TFDS_DATASETS = {"binarized_mnist": True, "mnist": False, "fashion_mnist": False,
@@ -34,6 +43,8 @@ DATASETS = tuple(TFDS_DATASETS) + tuple(EMBEDDED_DATASETS)
 FALLBACK_DATASET = "mnist_5k"
 # Read from the four MNIST-format IDX files when config.data.manual_dir holds them.
 IDX_DATASETS = ("mnist", "fashion_mnist")
+# name -> writes the official download files from an embedded copy; returns their folder.
+SHIPPED_FILES = {"binarized_mnist": binarized_mnist.official_files}
 
 
 # name -> number of label classes; None: the dataset has no labels.
@@ -153,16 +164,25 @@ def _load_tfds(name: str, train_split: str, test_split: str,
       raise DatasetUnavailableError(
           f"config.data.manual_dir={manual_dir!r} is not a directory. It should hold "
           f"the original download files of {name!r}: {', '.join(_file_names(name))}.")
-  builder = tfds.builder(name, data_dir=data_dir)
-  if not builder.is_prepared():
-    _check_obtainable(name, builder.data_dir, manual_dir)
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-    logging.info("Preparing TFDS %s in %s (manual_dir=%s).", name, builder.data_dir,
-                 manual_dir)
-    builder.download_and_prepare(download_config=config)
-  arrays = {}
-  for split in (train_split, test_split):
-    arrays[split] = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+  with _quiet_tfds():
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+      where = f"config.data.manual_dir={manual_dir!r}"
+      remedy = (f", or drop config.data.manual_dir ({name} ships with vae_jax)"
+                if name in SHIPPED_FILES else "")
+      if manual_dir is None and name in SHIPPED_FILES:
+        manual_dir = _shipped_files(name)
+        where, remedy = f"the {name} files written from vae_jax's copy in {manual_dir}", ""
+      if manual_dir is not None:
+        tfds_files.check(name, manual_dir, where=where, remedy=remedy)
+      _check_obtainable(name, builder.data_dir, manual_dir)
+      config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+      logging.info("Preparing TFDS %s in %s (manual_dir=%s).", name, builder.data_dir,
+                   manual_dir)
+      builder.download_and_prepare(download_config=config)
+    arrays = {}
+    for split in (train_split, test_split):
+      arrays[split] = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
   labels = {s: a["label"].astype(np.int32) if "label" in a else None
             for s, a in arrays.items()}
   return Dataset(
@@ -170,6 +190,49 @@ def _load_tfds(name: str, train_split: str, test_split: str,
       binary=TFDS_DATASETS[name],
       source=f"tfds:{name}:{builder.version} ({builder.data_dir})",
       train_labels=labels[train_split], test_labels=labels[test_split])
+
+
+def _shipped_files(name: str) -> Optional[str]:
+  """The folder of ``name``'s official files written from the copy in vae_jax; None if not."""
+  try:
+    return SHIPPED_FILES[name]()
+  except (binarized_mnist.EmbeddedDataError, OSError) as e:
+    logging.warning("Cannot use the copy of %s that ships with vae_jax: %s", name, e)
+    return None
+
+
+class _NotFromTfds(std_logging.Filter):
+  """Lets TFDS's own records through only from ERROR up, unless the verbosity is DEBUG."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return (record.levelno >= std_logging.ERROR or logging.get_verbosity() >= logging.DEBUG
+            or f"{os.sep}tensorflow_datasets{os.sep}" not in record.pathname)
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+  """TFDS's progress bars, INFO/WARNING lines and printed banners stay off the terminal.
+
+  Preparing a dataset prints dozens of lines of TFDS internals (progress bars,
+  "Skipping download", shuffling); this module logs its own one-line summary.
+  They come back with --verbosity=1 (absl DEBUG).
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  if logging.get_verbosity() < logging.DEBUG:
+    tfds.disable_progress_bar()
+  # TFDS logs through absl's logger; records of other loggers reach absl's handler.
+  filtered = (logging.get_absl_logger(), logging.get_absl_handler())
+  quiet, printed = _NotFromTfds(), io.StringIO()
+  for f in filtered:
+    f.addFilter(quiet)
+  try:
+    with contextlib.redirect_stdout(printed):
+      yield
+  finally:
+    for f in filtered:
+      f.removeFilter(quiet)
+    if printed.getvalue().strip():
+      logging.debug("TFDS printed: %s", printed.getvalue().strip())
 
 
 def _urls(name: str) -> list[str]:

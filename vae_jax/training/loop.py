@@ -22,6 +22,7 @@ from vae_jax import parallel
 from vae_jax import validation
 from vae_jax.data import datasets
 from vae_jax.data import idx
+from vae_jax.data import tfds_files
 from vae_jax.evaluation import evaluator as evaluation
 from vae_jax.models import interface
 from vae_jax.pictures import images
@@ -35,7 +36,7 @@ from vae_jax.training import workdir as workdir_lib
 # Errors that explain themselves: entry points print them without a traceback.
 USER_ERRORS = (validation.ConfigError, workdir_lib.WorkdirError,
                datasets.DatasetUnavailableError, idx.IdxError, training.NonFiniteError,
-               checkpoints.CheckpointError)
+               checkpoints.CheckpointError, tfds_files.ManualFileError)
 
 
 def _next_stop(step: int, total: int, config: ml_collections.ConfigDict) -> int:
