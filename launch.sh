@@ -23,7 +23,8 @@
 #   bash launch.sh tpu-delete [GCLOUD FLAGS...]        delete the TPU VM (asks first)
 #
 # train, tpu-train: FLAGS go to experiments.train (--config.FIELD=VALUE overrides,
-# --workdir=DIR). Without --workdir, the run goes to workdirs/NAME-TIMESTAMP.
+# --workdir=DIR). Without --workdir, the run goes to a new folder workdirs/NAME-TIMESTAMP
+# (named by vae_jax/training/workdir_names.py; the run logs it: pass it to resume).
 # sweep, tpu-sweep-member: FLAGS go to experiments.sweep (--workdir=DIR is required;
 # --parallel=N, --dry_run, --config.FIELD=VALUE).
 # Environment: VENV (default .venv), PYTHON (default python3.11, else python3).
@@ -81,13 +82,13 @@ usage() {  # usage LINE: the subcommand's usage, exit status 2
 }
 
 with_default_workdir() {  # CONFIG FLAGS... -> FLAGS, plus --workdir=workdirs/NAME-TIMESTAMP if absent
-  local config=$1 name
+  local config=$1 workdir
   shift
   args=("$@")
   if ! printf '%s\n' "${args[@]+"${args[@]}"}" | grep -q -- '^--workdir'; then
-    name=$(basename "${config%%:*}" .py)${config#"${config%%:*}"}
-    name=${name//[^A-Za-z0-9._=-]/_}
-    args+=("--workdir=workdirs/$name-$(date +%Y%m%d-%H%M%S)")
+    # Named as experiments.train names its default (the module needs only the standard library).
+    workdir=$(python3 -m vae_jax.training.workdir_names "$config")
+    args+=("--workdir=$workdir")
   fi
 }
 
@@ -149,8 +150,8 @@ case "$cmd" in
     shift
     setup
     compilation_cache
-    with_default_workdir "$config" "$@"
-    exec "$VENV/bin/python" -m experiments.train --config="$config" "${args[@]}"
+    # Without --workdir, experiments.train makes a new workdirs/NAME-TIMESTAMP and logs it.
+    exec "$VENV/bin/python" -m experiments.train --config="$config" "$@"
     ;;
   sweep)
     [[ $# -ge 1 ]] || usage "sweep CONFIG [FLAGS...]"

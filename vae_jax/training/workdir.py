@@ -25,6 +25,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import ml_collections
 from absl import logging
 
+from vae_jax.training import workdir_names
+
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 HISTORY_FILE = "config_history.jsonl"
@@ -222,3 +224,36 @@ def versions() -> dict[str, str]:
     except importlib.metadata.PackageNotFoundError:
       pass
   return out
+
+
+def new_default(config_spec: str, *, num_processes: int = 1,
+                root: str = workdir_names.ROOT) -> str:
+  """Creates the workdir of a run started without --workdir and says where it is.
+
+  Always a new folder (workdir_names: ROOT/NAME-TIMESTAMP), claimed with an
+  exclusive mkdir, so two runs started in the same second get two folders and a
+  rerun never resumes or mixes into an earlier run. The processes of a
+  multi-host job would each pick their own: they must be given one.
+  """
+  if num_processes > 1:
+    raise WorkdirError(
+        f"--workdir is required when {num_processes} processes train as one job: all must "
+        f"write the same folder, on storage every host sees (launch.sh tpu-train picks one "
+        f"for all workers).")
+  try:
+    os.makedirs(root, exist_ok=True)
+    while True:
+      path = workdir_names.default_workdir(config_spec, root=root)
+      try:
+        os.mkdir(path)
+        break
+      except FileExistsError:  # another run took the name since: take the next
+        continue
+  except OSError as e:
+    raise WorkdirError(
+        f"Cannot create a workdir under {os.path.abspath(root)} ({e.strerror}); pass "
+        f"--workdir=DIR, a folder you can write.") from None
+  logging.info("No --workdir given: this run writes to %s. To resume or continue it, rerun "
+               "with --workdir=%s (a run without --workdir always starts anew, in a new "
+               "folder).", path, path)
+  return path
