@@ -131,10 +131,14 @@ def official_files(directory: Optional[str] = None,
   directory = directory or cache_dir()
   os.makedirs(directory, exist_ok=True)
   bits = load_bits() if bits is None else bits
+  written = []
   for split in SPLITS:
     path = os.path.join(directory, file_name(split))
     data = to_amat(bits[split])
     if not _same_bytes(path, data):
       _write_atomically(path, data)
-      logging.info("Wrote %s (%d bytes) from the embedded binarized MNIST.", path, len(data))
+      written.append(file_name(split))
+  if written:
+    logging.info("Wrote %s into %s from the binarized MNIST that ships with vae_jax.",
+                 ", ".join(written), directory)
   return directory
