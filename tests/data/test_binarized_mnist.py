@@ -104,11 +104,22 @@ def test_a_damaged_embedded_copy_is_one_clear_error(tmp_path):
     binarized_mnist.load_bits(str(pointer))
 
 
+def _manual_dir_with(tmp_path, written, name, data):
+  """A manual_dir with the official files of ``written``, but ``name`` holding ``data``."""
+  for split in binarized_mnist.SPLITS:
+    link = tmp_path / binarized_mnist.file_name(split)
+    if not os.path.lexists(link):
+      os.symlink(os.path.join(written, binarized_mnist.file_name(split)), link)
+  os.remove(tmp_path / name)
+  (tmp_path / name).write_bytes(data)
+  return tmp_path
+
+
 def test_damaged_manual_files_are_named_in_one_line(written, tmp_path):
   name = binarized_mnist.file_name("test")
   with open(os.path.join(written, name), "rb") as f:
     data = bytearray(f.read())
-  (tmp_path / name).write_bytes(data[:5000])
+  _manual_dir_with(tmp_path, written, name, data[:5000])
   with pytest.raises(tfds_files.ManualFileError) as err:
     datasets.load("binarized_mnist", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path))
   message = str(err.value)
@@ -116,7 +127,7 @@ def test_damaged_manual_files_are_named_in_one_line(written, tmp_path):
   assert f"{name} is truncated (5,000 bytes)" in message and "15,680,000 bytes" in message
   assert _official(name).sha256 in message and "ships with vae_jax" in message
   data[100] ^= 1  # '0' <-> '1': the same size, another checksum
-  (tmp_path / name).write_bytes(bytes(data))
+  _manual_dir_with(tmp_path, written, name, bytes(data))
   with pytest.raises(tfds_files.ManualFileError, match=f"{name} is damaged"):
     datasets.load("binarized_mnist", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path))
 
@@ -144,13 +155,9 @@ def test_binarized_mnist_loads_offline_with_no_manual_dir(tmp_path, monkeypatch)
 def test_a_truncated_amat_stops_the_command_with_one_line(written, tmp_path):
   manual = tmp_path / "manual"
   manual.mkdir()
-  for split in binarized_mnist.SPLITS:
-    os.symlink(os.path.join(written, binarized_mnist.file_name(split)),
-               manual / binarized_mnist.file_name(split))
   name = binarized_mnist.file_name("train")
-  os.remove(manual / name)
   with open(os.path.join(written, name), "rb") as f:
-    (manual / name).write_bytes(f.read(1_000_000))
+    _manual_dir_with(manual, written, name, f.read(1_000_000))
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.train", "--config=configs/beta.py",
        f"--workdir={tmp_path / 'run'}", f"--config.data.manual_dir={manual}",

@@ -173,9 +173,9 @@ def _load_tfds(name: str, train_split: str, test_split: str,
       if manual_dir is None and name in SHIPPED_FILES:
         manual_dir = _shipped_files(name)
         where, remedy = f"the {name} files written from vae_jax's copy in {manual_dir}", ""
+      _check_obtainable(name, builder.data_dir, manual_dir)  # missing files first
       if manual_dir is not None:
         tfds_files.check(name, manual_dir, where=where, remedy=remedy)
-      _check_obtainable(name, builder.data_dir, manual_dir)
       config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
       logging.info("Preparing TFDS %s in %s (manual_dir=%s).", name, builder.data_dir,
                    manual_dir)
