@@ -133,11 +133,14 @@ def test_damaged_manual_files_are_named_in_one_line(written, tmp_path):
 
 
 @pytest.mark.slow
-def test_binarized_mnist_loads_offline_with_no_manual_dir(tmp_path, monkeypatch):
+def test_binarized_mnist_loads_offline_with_no_manual_dir(tmp_path, monkeypatch, capfd):
   """TFDS's official builder prepares it from the written files: the .amat contents exactly."""
   monkeypatch.setattr(datasets, "host_reachable", lambda *a, **k: False)  # truly offline
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
   ds = datasets.load("binarized_mnist", data_dir=str(tmp_path / "tfds"))
+  terminal = "".join(capfd.readouterr())
+  for noise in ("Dl Completed", "Generating splits", "Downloading and preparing", "Shuffling"):
+    assert noise not in terminal  # TFDS's progress bars and banners stay off the terminal
   assert ds.source.startswith("tfds:binarized_mnist") and ds.binary
   assert sorted(os.listdir(tmp_path / "cache" / "vae_jax" / "binarized_mnist")) == sorted(
       binarized_mnist.file_name(s) for s in binarized_mnist.SPLITS)

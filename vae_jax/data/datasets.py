@@ -13,16 +13,14 @@ them (idx.py): recompressed copies, which TFDS's checksums reject, work too.
 Binarized MNIST ships with the code (binarized_mnist.py): with no manual_dir,
 its official files are written from the embedded copy and handed to TFDS the
 same way. The files in a manual_dir are checked against TFDS's records before
-TFDS sees them (tfds_files.py), and TFDS's progress output stays off the terminal.
+TFDS sees them (tfds_files.py), and TFDS's own output stays off the terminal
+(quiet_tfds.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import io
-import logging as std_logging
 import os
 import socket
 import urllib.parse
@@ -33,6 +31,7 @@ from absl import logging
 
 from vae_jax.data import binarized_mnist
 from vae_jax.data import idx
+from vae_jax.data import quiet_tfds
 from vae_jax.data import tfds_files
 
 # name -> whether its pixels are already binary ({0, 1}).
@@ -164,7 +163,7 @@ def _load_tfds(name: str, train_split: str, test_split: str,
       raise DatasetUnavailableError(
           f"config.data.manual_dir={manual_dir!r} is not a directory. It should hold "
           f"the original download files of {name!r}: {', '.join(_file_names(name))}.")
-  with _quiet_tfds():
+  with quiet_tfds.quiet():
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
       where = f"config.data.manual_dir={manual_dir!r}"
@@ -172,7 +171,7 @@ def _load_tfds(name: str, train_split: str, test_split: str,
                 if name in SHIPPED_FILES else "")
       if manual_dir is None and name in SHIPPED_FILES:
         manual_dir = _shipped_files(name)
-        where, remedy = f"the {name} files written from vae_jax's copy in {manual_dir}", ""
+        where, remedy = f"{manual_dir} (the {name} files written from vae_jax's copy)", ""
       _check_obtainable(name, builder.data_dir, manual_dir)  # missing files first
       if manual_dir is not None:
         tfds_files.check(name, manual_dir, where=where, remedy=remedy)
@@ -199,40 +198,6 @@ def _shipped_files(name: str) -> Optional[str]:
   except (binarized_mnist.EmbeddedDataError, OSError) as e:
     logging.warning("Cannot use the copy of %s that ships with vae_jax: %s", name, e)
     return None
-
-
-class _NotFromTfds(std_logging.Filter):
-  """Lets TFDS's own records through only from ERROR up, unless the verbosity is DEBUG."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return (record.levelno >= std_logging.ERROR or logging.get_verbosity() >= logging.DEBUG
-            or f"{os.sep}tensorflow_datasets{os.sep}" not in record.pathname)
-
-
-@contextlib.contextmanager
-def _quiet_tfds():
-  """TFDS's progress bars, INFO/WARNING lines and printed banners stay off the terminal.
-
-  Preparing a dataset prints dozens of lines of TFDS internals (progress bars,
-  "Skipping download", shuffling); this module logs its own one-line summary.
-  They come back with --verbosity=1 (absl DEBUG).
-  """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  if logging.get_verbosity() < logging.DEBUG:
-    tfds.disable_progress_bar()
-  # TFDS logs through absl's logger; records of other loggers reach absl's handler.
-  filtered = (logging.get_absl_logger(), logging.get_absl_handler())
-  quiet, printed = _NotFromTfds(), io.StringIO()
-  for f in filtered:
-    f.addFilter(quiet)
-  try:
-    with contextlib.redirect_stdout(printed):
-      yield
-  finally:
-    for f in filtered:
-      f.removeFilter(quiet)
-    if printed.getvalue().strip():
-      logging.debug("TFDS printed: %s", printed.getvalue().strip())
 
 
 def _urls(name: str) -> list[str]:
