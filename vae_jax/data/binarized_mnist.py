@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
+import zlib
 from typing import Mapping, Optional
 
 import numpy as np
@@ -78,7 +80,7 @@ def load_bits(path: str = EMBEDDED) -> dict[str, np.ndarray]:
   try:
     with np.load(path, allow_pickle=False) as packed:
       bits = {s: np.unpackbits(packed[s], axis=1, count=NUM_PIXELS) for s in SPLITS}
-  except (OSError, ValueError, KeyError) as e:
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
     raise EmbeddedDataError(
         f"{path}: the embedded binarized MNIST cannot be read ({e}). Restore it from the "
         f"repository (git checkout -- {os.path.relpath(path)}), or pass the official .amat "
