@@ -127,6 +127,13 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
       metrics["skipped_updates"] = opt_state.total_notfinite
       metrics["consecutive_nonfinite"] = opt_state.notfinite_count
     params = optax.apply_updates(state.params, updates)
+    if interface.has_after_update(model):  # state that is not trained by gradients
+      stats = parallel.mean(model.update_statistics(state.params, batch, latent_keys), axis)
+      updated, extra = model.after_update(state.params, params, stats)
+      if spec.skip_nonfinite:  # a skipped update skips this too
+        ok = jnp.isfinite(metrics["loss"])
+        updated = jax.tree.map(lambda new, old: jnp.where(ok, new, old), updated, params)
+      params, metrics = updated, {**metrics, **extra}
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
