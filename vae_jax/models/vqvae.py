@@ -186,7 +186,9 @@ class VQVAE(interface.Model):
     net_rng, code_rng = jax.random.split(rng)
     net = self.module.init(net_rng, jnp.zeros((1, *self.image_shape), jnp.float32))["params"]
     codebook = jax.random.normal(code_rng, (self.num_codes, self.module.code_dim))
-    state = {"usage": jnp.full((self.num_codes,), self.num_positions / self.num_codes)}
+    # Usage starts at 0: every code is dead until used, so with restarts the codes the
+    # first batches leave unused start from encoder outputs (a data-dependent init).
+    state = {"usage": jnp.zeros((self.num_codes,))}
     if self.ema:  # as if each code had been used once per example, at its initial value
       state["cluster_size"] = jnp.ones((self.num_codes,))
       state["embed_sum"] = codebook
