@@ -259,19 +259,7 @@ class VQVAE(interface.Model):
 
   def update_statistics(self, params, batch: interface.Batch,
                         keys: jax.Array) -> dict[str, jax.Array]:
-    """Batch means per example: code uses 'counts' [K], encoder-output 'sums' [K, D], and
-    restart candidates: each example offers the z_e at one random position to one random
-    code (both from its key), 'offers' [K] and 'offered' [K, D]."""
-    z_e = self.encoder_outputs(params, batch)
-    flat = z_e.reshape(z_e.shape[0], -1, z_e.shape[-1])                   # [B, P, D]
-    one_hot = jax.nn.one_hot(nearest_codes(flat, params["codebook"]), self.num_codes)
-    pick = jax.vmap(lambda k: jax.random.randint(
-        jax.random.fold_in(k, 1), (2,), 0, jnp.array([flat.shape[1], self.num_codes])))(keys)
-    offer = jax.nn.one_hot(pick[:, 1], self.num_codes)                   # [B, K]
-    chosen = jnp.take_along_axis(flat, pick[:, :1, None], axis=1)[:, 0]   # [B, D]
-    return {"counts": one_hot.sum(1).mean(0),
-            "sums": jnp.einsum("bpk,bpd->kd", one_hot, flat) / flat.shape[0],
-            "offers": offer.mean(0), "offered": offer.T @ chosen / flat.shape[0]}
+    return batch_statistics(self.encoder_outputs(params, batch), params["codebook"], keys)
 
   def after_update(self, previous, params, stats: dict[str, jax.Array]):
     """(params with the codebook state advanced from ``previous``, metrics)."""
@@ -297,6 +285,28 @@ class VQVAE(interface.Model):
         state["embed_sum"] = jnp.where(restart[:, None], offered * typical, state["embed_sum"])
       metrics["restarted_codes"] = jnp.sum(restart).astype(jnp.float32)
     return {**params, "codebook": codebook, "state": state}, metrics
+
+
+def batch_statistics(z_e: jax.Array, codebook: jax.Array,
+                     keys: jax.Array) -> dict[str, jax.Array]:
+  """What ``after_update`` needs of a batch, as means per example (z_e [B, h, w, D]).
+
+  'counts' [K]: uses of each code; 'sums' [K, D]: the encoder outputs assigned to
+  it. Restart candidates: each example offers the z_e at one random position to one
+  random code (both drawn from its key, so the same on any device split): 'offers'
+  [K] and 'offered' [K, D] (their sum). Means per example average over devices into
+  the global batch's means.
+  """
+  num_codes = codebook.shape[0]
+  flat = z_e.reshape(z_e.shape[0], -1, z_e.shape[-1])                     # [B, P, D]
+  one_hot = jax.nn.one_hot(nearest_codes(flat, codebook), num_codes)      # [B, P, K]
+  pick = jax.vmap(lambda k: jax.random.randint(
+      jax.random.fold_in(k, 1), (2,), 0, jnp.array([flat.shape[1], num_codes])))(keys)
+  offer = jax.nn.one_hot(pick[:, 1], num_codes)                           # [B, K]
+  chosen = jnp.take_along_axis(flat, pick[:, :1, None], axis=1)[:, 0]     # [B, D]
+  return {"counts": one_hot.sum(1).mean(0),
+          "sums": jnp.einsum("bpk,bpd->kd", one_hot, flat) / flat.shape[0],
+          "offers": offer.mean(0), "offered": offer.T @ chosen / flat.shape[0]}
 
 
 def laplace_smoothed(cluster_size: jax.Array, epsilon: float) -> jax.Array:
