@@ -6,7 +6,7 @@ Config (``config.model``, with ``name = "vqvae"``):
                                 each halving the image; the code grid is (H, W) / 2**depth
   num_residual                  residual blocks (3x3 then 1x1) after the encoder's and
                                 before the decoder's stages
-  activation, conv_impl         as in gaussian_vae ("auto": matrix products on CPU)
+  activation, conv_impl         as in the Gaussian VAE ("auto": matrix products on CPU)
   likelihood, gaussian_scale    p(x | z_q): "bernoulli" | "gaussian_fixed" | "gaussian_learned"
   commitment_cost               beta of the paper: beta * ||z_e - sg[e]||^2
   ema                           True: the codebook follows exponential moving averages of
