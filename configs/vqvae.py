@@ -4,9 +4,11 @@ Two sizes (``size=``): "cpu" is small enough to train in minutes on a shared
 2-core CPU (a 7x7 grid of 64 codes of dimension 16 on Fashion-MNIST, 2,000 steps
 of batch 64); "full" is the paper's CIFAR-10 model for accelerators (two
 stride-2 conv stages of 128 and 256 channels, two residual blocks, a 512 x 64
-codebook, beta = 0.25, Adam 2e-4, batch 128, 250k steps). ``ema=true`` trains
-the codebook by exponential moving averages (the paper's appendix), and
-``restart=true`` restarts dead codes from encoder outputs.
+codebook, beta = 0.25, Adam 2e-4, batch 128, 250k steps). The codebook follows
+exponential moving averages (the paper's appendix; ``ema=false``: trained by
+gradients, which Adam moves by about the learning rate per step, far slower than
+the encoder's outputs move early on: see docs/vqvae.md), and ``restart=true``
+restarts dead codes from encoder outputs.
 
   python -m experiments.train --config=configs/vqvae.py --workdir=/tmp/vq \\
       --config.data.manual_dir=/usr/share/datasets/fashion-mnist
@@ -27,7 +29,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, file=__file__, size=common.OneOf("cpu", ("cpu", "full")),
                           data=common.OneOf("fashion_mnist", ("fashion_mnist", "cifar10",
                                                               "mnist_5k")),
-                          ema=False, restart=True, seed=0)
+                          ema=True, restart=True, seed=0)
   config = default.get_config()
   config.seed = args.seed
   config.data.name = args.data
