@@ -14,7 +14,7 @@ restarts dead codes from encoder outputs.
       --config.data.manual_dir=/usr/share/datasets/fashion-mnist
   python -m experiments.train --config=configs/vqvae.py:size=full,data=cifar10 --workdir=...
   python -m experiments.pictures --workdir=/tmp/vq
-  python -m experiments.train_prior --workdir=/tmp/vq      # the autoregressive prior
+  python -m studies.code_prior --config.run=/tmp/vq --workdir=/tmp/vq_prior  # the code prior
 
 Its sweep (EMA codebook off / on) runs through experiments.sweep unchanged.
 """

@@ -22,7 +22,7 @@ prior is uniform over the K codes at each of the P grid positions, so
 KL(q || p) = P log K exactly: ``rate`` is that constant and ``elbo`` = log p(x|z_q)
 - P log K. q being deterministic, ``log_weights`` are that same bound for every
 sample (the IWAE "NLL" equals the ELBO; gap 0). A learned prior over the code
-grid (``vqvae_prior``, experiments/train_prior.py) tightens it.
+grid, fitted after the autoencoder (studies/code_prior), tightens it.
 
 Training: ``distortion`` carries, at zero value, the gradients of the codebook
 loss ||sg[z_e] - e||^2 (without EMA) and of the commitment loss, so the generic
@@ -235,6 +235,12 @@ class VQVAE(interface.Model):
     elbo = self.terms(params, batch, keys)["elbo"]
     return lambda sample_ids: jnp.broadcast_to(elbo[:, None], (elbo.shape[0], len(sample_ids)))
 
+  def terms_and_log_weights(self, params, batch: interface.Batch, keys: jax.Array,
+                            importance_keys: jax.Array):
+    terms = self.terms(params, batch, keys)  # one encoder and decoder pass for both
+    elbo = terms["elbo"]
+    return terms, lambda ids: jnp.broadcast_to(elbo[:, None], (elbo.shape[0], len(ids)))
+
   def encode(self, params, batch: interface.Batch) -> jax.Array:
     """The code grid [B, h, w] (int32): the nearest code at each position."""
     return nearest_codes(self.encoder_outputs(params, batch), params["codebook"])
@@ -251,7 +257,7 @@ class VQVAE(interface.Model):
 
   def sample_prior(self, rng: jax.Array, num: int,
                    condition: Optional[interface.Batch] = None) -> jax.Array:
-    """Codes from the uniform prior the bound is computed with (a learned one: vqvae_prior)."""
+    """Codes from the uniform prior the bound is computed with (a learned one: studies/code_prior)."""
     del condition
     return jax.random.randint(rng, (num, *self.grid_shape), 0, self.num_codes, jnp.int32)
 
