@@ -60,7 +60,7 @@ def _model(**overrides):
 
 
 def test_terms_are_the_bound_with_a_uniform_prior_and_carry_the_vq_gradients():
-  model = _model()
+  model = _model(model__ema=False)  # the codebook trained by gradients
   params = model.init(jax.random.PRNGKey(0))
   x = jax.random.uniform(jax.random.PRNGKey(1), (4, 8, 8, 1))
   keys = jax.random.split(jax.random.PRNGKey(2), 4)
@@ -107,7 +107,8 @@ def test_statistics_of_a_hand_made_batch_and_the_ema_update_formula():
 
 
 def test_dead_code_restart_replaces_exactly_the_unused_codes():
-  model = _model(model__num_codes=4, model__code_dim=2, model__restart_dead_codes=True,
+  model = _model(model__ema=False, model__num_codes=4, model__code_dim=2,
+                 model__restart_dead_codes=True,
                  model__dead_code_threshold=0.1, model__ema_decay=0.5)
   codebook = jnp.arange(8.0).reshape(4, 2)
   previous = {"codebook": codebook, "state": {"usage": jnp.array([1.0, 0.0, 0.5, 0.05])}}
