@@ -6,7 +6,9 @@ batches from the dataset already on the device (a dict: uint8 "image" and, where
 the dataset has them, "label"), asking the model for its per-example terms
 (``Model.terms``) and the objective for the loss, and averages gradients
 over the devices (``parallel.mean`` on ``parallel.AXIS_NAME``). ``parallel``
-maps it over devices; nothing here knows how many there are.
+maps it over devices; nothing here knows how many there are. A family with state
+that is not trained by gradients (an EMA codebook: ``interface.AFTER_UPDATE``)
+advances it after the optimizer update, from statistics averaged the same way.
 
 Non-finite numbers: every step's loss and gradient norm come back to the host,
 which stops the run (``first_nonfinite``) before anything is saved; or, with
