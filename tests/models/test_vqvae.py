@@ -1,9 +1,12 @@
 """The VQ-VAE family: straight-through gradients, the EMA codebook, dead-code restarts, config
 checks, and (slow) a short run with its pictures and exact resume."""
 
+import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import vqvae as vqvae_config
-from tests.conftest import assert_trees_equal, saved_state, set_fields
+from tests.conftest import REPO, assert_trees_equal, saved_state, set_fields
 from vae_jax import validation
 from vae_jax.data import datasets
 from vae_jax.models import interface
@@ -171,3 +174,25 @@ def test_short_run_end_to_end_and_exact_resume(tmp_path):
   assert train.train_and_evaluate(config, crashed)["steps"] == 20
   assert_trees_equal(saved_state(full, config, image_shape=(8, 8, 1))[0],
                      saved_state(crashed, config, image_shape=(8, 8, 1))[0])
+
+
+@pytest.mark.slow
+def test_same_codebook_on_one_and_two_devices(tmp_path):
+  """The EMA statistics and restart candidates are per-example means: device-count invariant."""
+  fields = {"data.name": "digits", "model.num_codes": 8, "model.code_dim": 4, "model.width": 8,
+            "model.depth": 1, "batch_size": 32, "num_train_steps": 20, "steps_per_dispatch": 10,
+            "log_every": 10, "eval_every": 20, "checkpoint_every": 20, "eval.batch_size": 100,
+            "images.num_reconstructions": 0, "images.num_samples": 0}
+  for n in (1, 2):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tests", "run_with_devices.py"), str(n),
+         str(tmp_path / f"dev{n}"), json.dumps(fields)], capture_output=True, text=True,
+        cwd=REPO, timeout=600, env={**os.environ, "RUN_CONFIG": "configs/vqvae.py:data=mnist_5k"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  config = set_fields(vqvae_config.get_config("data=mnist_5k"), fields)
+  one, init = saved_state(tmp_path / "dev1", config, image_shape=(8, 8, 1))
+  two, _ = saved_state(tmp_path / "dev2", config, image_shape=(8, 8, 1))
+  diff = jax.tree.map(lambda a, b: np.max(np.abs(a - b)), one.params, two.params)
+  assert max(jax.tree.leaves(diff)) < 1e-4
+  assert not np.allclose(one.params["codebook"], init.params["codebook"])
+  assert json.load(open(tmp_path / "dev2" / "results.json"))["device_count"] == 2
