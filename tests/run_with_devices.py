@@ -4,6 +4,7 @@ XLA_FLAGS must be set before JAX starts, so multi-device tests run this file in
 a subprocess. JSON holds config overrides as {"a.b": value}. With the
 VAE_JAX_* variables of ``vae_jax.distributed`` set, the process joins a
 multi-process job first (tests/training/test_multihost.py), as the entry points do. With
+RUN_CONFIG=FILE[:ARG] the overrides apply to that config file instead of the default. With
 RECORD_WRITES=1 it prints, as its last line, ``WRITES: [...]``: the files it
 opened for writing (or created, renamed) in WORKDIR outside checkpoints/. With
 SIGTERM_AFTER_STEP=N it sends itself SIGTERM once the train loop has passed
@@ -82,10 +83,13 @@ def main():
   from tests import conftest  # pylint: disable=g-import-not-at-top
   from vae_jax.training import preemption  # pylint: disable=g-import-not-at-top
   from vae_jax.training import loop as train  # pylint: disable=g-import-not-at-top
+  from vae_jax import validation  # pylint: disable=g-import-not-at-top
   assert jax.local_device_count() == num_devices, jax.devices()
   if os.environ.get("SIGTERM_AFTER_STEP"):
     _sigterm_after(int(os.environ["SIGTERM_AFTER_STEP"]))
-  config = conftest.set_fields(default.get_config(), overrides)
+  base = (validation.load_config_file(os.environ["RUN_CONFIG"]) if os.environ.get("RUN_CONFIG")
+          else default.get_config())  # RUN_CONFIG=FILE[:ARG]: another config file
+  config = conftest.set_fields(base, overrides)
   try:
     train.train_and_evaluate(config, workdir)
   except preemption.Preempted as e:

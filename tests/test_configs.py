@@ -38,6 +38,13 @@ ARGUMENTS = {
         "data=binarized_mnist": {"data.name": "binarized_mnist", "data.fallback": ""},
         "data=squares": {"data.name": "squares", "model.width": 64, "num_train_steps": 5000,
                          "study.num_test": 200, "study.batch_size": 200}},
+    "configs/vqvae.py": {
+        "": {"model.name": "vqvae", "data.name": "fashion_mnist", "model.num_codes": 64,
+             "model.ema": True, "model.restart_dead_codes": True},
+        "size=full,data=cifar10": {"model.num_codes": 512, "model.code_dim": 64,
+                                   "data.name": "cifar10", "num_train_steps": 250_000},
+        "ema=false,restart=false,seed=3": {"model.ema": False, "model.restart_dead_codes": False,
+                                          "seed": 3}},
 }
 
 

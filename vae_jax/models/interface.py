@@ -117,6 +117,24 @@ class Model(abc.ABC):
     return self.decode(params, self.sample_prior(rng, num, condition), condition=condition)
 
 
+# The after-update capability, optional: a family with state that is not trained by
+# gradients (a VQ-VAE's EMA codebook, its dead-code restarts) defines both methods.
+# The train step then calls, after each optimizer update,
+#   stats = parallel.mean(model.update_statistics(old_params, batch, keys))
+#   params, metrics = model.after_update(old_params, new_params, stats)
+# update_statistics(params, batch, keys) -> pytree of per-example means over the local
+#   batch (so the mean over devices is the global batch's: device-count invariant).
+# after_update(previous, params, stats) -> (params, {name: scalar}): the new params (the
+#   optimizer's, with the family's state advanced from ``previous``, so the optimizer
+#   cannot move that state) and train metrics. Without them nothing happens.
+AFTER_UPDATE = ("update_statistics", "after_update")
+
+
+def has_after_update(model: Model) -> bool:
+  """Whether ``model`` has the after-update capability (AFTER_UPDATE)."""
+  return all(callable(getattr(model, m, None)) for m in AFTER_UPDATE)
+
+
 def require(model: Model, methods: tuple[str, ...], needed_by: str) -> None:
   """Raises ConfigError unless ``model`` has ``methods`` beyond the interface.
 

@@ -6,7 +6,9 @@ batches from the dataset already on the device (a dict: uint8 "image" and, where
 the dataset has them, "label"), asking the model for its per-example terms
 (``Model.terms``) and the objective for the loss, and averages gradients
 over the devices (``parallel.mean`` on ``parallel.AXIS_NAME``). ``parallel``
-maps it over devices; nothing here knows how many there are.
+maps it over devices; nothing here knows how many there are. A family with state
+that is not trained by gradients (an EMA codebook: ``interface.AFTER_UPDATE``)
+advances it after the optimizer update, from statistics averaged the same way.
 
 Non-finite numbers: every step's loss and gradient norm come back to the host,
 which stops the run (``first_nonfinite``) before anything is saved; or, with
@@ -127,6 +129,13 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
       metrics["skipped_updates"] = opt_state.total_notfinite
       metrics["consecutive_nonfinite"] = opt_state.notfinite_count
     params = optax.apply_updates(state.params, updates)
+    if interface.has_after_update(model):  # state that is not trained by gradients
+      stats = parallel.mean(model.update_statistics(state.params, batch, latent_keys), axis)
+      updated, extra = model.after_update(state.params, params, stats)
+      if spec.skip_nonfinite:  # a skipped update skips this too
+        ok = jnp.isfinite(metrics["loss"])
+        updated = jax.tree.map(lambda new, old: jnp.where(ok, new, old), updated, params)
+      params, metrics = updated, {**metrics, **extra}
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
