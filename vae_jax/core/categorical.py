@@ -48,10 +48,21 @@ def kl_to_uniform_per_latent(logits: jax.Array) -> jax.Array:
   return jnp.sum(jnp.exp(log_q) * log_q, -1) + math.log(logits.shape[-1])
 
 
+def _one_hot_at(cdf: jax.Array, u: jax.Array) -> jax.Array:
+  """One-hot [..., N, K] of the class whose CDF interval holds u [..., N]."""
+  classes = jnp.minimum(jnp.sum(cdf < u[..., None], -1), cdf.shape[-1] - 1)
+  return jax.nn.one_hot(classes, cdf.shape[-1], dtype=cdf.dtype)
+
+
 def one_hot_sample(key: jax.Array, logits: jax.Array) -> jax.Array:
-  """An exact (discrete) draw of each variable, one-hot [..., N, K]."""
-  classes = jax.random.categorical(key, logits, axis=-1)
-  return jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype)
+  """An exact (discrete) draw of each variable, one-hot [..., N, K].
+
+  By the inverse CDF: one uniform per variable, where the Gumbel-max draw of
+  ``jax.random.categorical`` needs K; importance sampling draws millions of
+  codes, and on CPU the random bits are most of their cost.
+  """
+  cdf = jnp.cumsum(jax.nn.softmax(logits, -1), -1)
+  return _one_hot_at(cdf, jax.random.uniform(key, logits.shape[:-1], logits.dtype))
 
 
 @flax.struct.dataclass
@@ -76,9 +87,10 @@ class Categorical:
 
   def sample_indexed(self, keys: jax.Array, sample_ids: jax.Array) -> jax.Array:
     """Draws [B, c, N * K]: draw j of example i from the key fold_in(keys[i], sample_ids[j])."""
-    draw = jax.vmap(jax.vmap(lambda key, j, l: one_hot_sample(jax.random.fold_in(key, j), l),
-                             (None, 0, None)), (0, None, 0))
-    z = draw(keys, sample_ids, self.logits)
+    cdf = jnp.cumsum(jax.nn.softmax(self.logits, -1), -1)            # once per example
+    uniform = jax.vmap(jax.vmap(lambda key, j: jax.random.uniform(
+        jax.random.fold_in(key, j), cdf.shape[-2:-1], cdf.dtype), (None, 0)), (0, None))
+    z = _one_hot_at(cdf[:, None], uniform(keys, sample_ids))          # [B, c, N, K]
     return z.reshape((*z.shape[:-2], -1))
 
   def log_prob(self, z: jax.Array) -> jax.Array:
