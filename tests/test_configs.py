@@ -29,7 +29,7 @@ ARGUMENTS = {
         "latent_dim=50": {"model.latent_dim": 50, "objective.beta": 1.0},
         "latent_dim=5,seed=1": {"model.latent_dim": 5, "seed": 1}},
     "configs/cvae.py": {
-        "": {"data.name": "mnist_5k", "model.prior": "standard", "num_epochs": 30},
+        "": {"data.name": "mnist_5k", "model.prior": "standard", "num_epochs": 150},
         "prior=learned": {"model.prior": "learned", "model.likelihood": "bernoulli"},
         "data=cifar10": {"data.name": "cifar10", "model.likelihood": "gaussian_fixed"},
         "data=fashion_mnist,num_epochs=10": {"data.name": "fashion_mnist", "num_epochs": 10}},
