@@ -28,6 +28,15 @@ ARGUMENTS = {
         "": {"objective.beta": 1.0, "model.latent_dim": 20},
         "latent_dim=50": {"model.latent_dim": 50, "objective.beta": 1.0},
         "latent_dim=5,seed=1": {"model.latent_dim": 5, "seed": 1}},
+    "configs/cvae.py": {
+        "": {"data.name": "mnist_5k", "model.prior": "standard", "num_epochs": 150},
+        "prior=learned": {"model.prior": "learned", "model.likelihood": "bernoulli"},
+        "data=cifar10": {"data.name": "cifar10", "model.likelihood": "gaussian_fixed"},
+        "data=fashion_mnist,num_epochs=10": {"data.name": "fashion_mnist", "num_epochs": 10}},
+    "configs/gumbel.py": {
+        "": {"model.num_latents": 30, "model.categories": 10, "model.straight_through": False},
+        "straight_through=true": {"model.straight_through": True},
+        "num_latents=20,categories=2": {"model.num_latents": 20, "model.categories": 2}},
     "studies/likelihood/config.py": {
         "": {"data.name": "mnist_5k", "num_train_steps": 4000, "data.fallback": ""},
         "data=mnist_5k": {"data.name": "mnist_5k", "num_train_steps": 4000},

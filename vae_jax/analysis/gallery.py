@@ -35,6 +35,7 @@ from vae_jax.data import pipeline
 from vae_jax.evaluation import evaluator
 from vae_jax.evaluation import saved_run
 from vae_jax.models import interface
+from vae_jax.pictures import conditional
 from vae_jax.pictures import images
 from vae_jax.pictures import latent as lp
 from vae_jax.training import workdir as workdir_lib
@@ -124,6 +125,15 @@ def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
     drawn = jax.jit(lambda p: model.sample_observation(p, z, jax.random.fold_in(rng, 2)))
     out["samples_from_likelihood"] = images.grid(np.asarray(drawn(params)), spec.columns)
   work.update(note="reconstructions and samples")
+  classes = interface.num_label_classes(model)
+  if classes:  # a conditional model: its codes mean "style given the class"
+    encoded = _test_batch(run.dataset, spec.num_encoded, run.preprocessing, spec.seed)
+    out["class_grid"] = conditional.class_grid(model, params, jax.random.fold_in(rng, 4),
+                                               spec.columns)
+    first = conditional.first_of_each_class(np.asarray(encoded["label"]), classes)
+    out["analogy"] = conditional.analogy(model, params, {k: v[first] for k, v in encoded.items()})
+    work.update(work.total, note="class grid and analogies")
+    return out  # the unconditional latent pictures decode without a class: not shown
   if model.latent_dim is None:
     work.update(work.total)
     return out  # codes that are not vectors: no interpolations, traversals or scatter

@@ -21,6 +21,20 @@ signature. Per-example keys come from the caller: draw i depends on example
 i's key only, never on the batch or device split, which keeps every figure
 invariant to the device count.
 
+Optional capabilities (generic code asks for them by attribute, never by family):
+  training_terms(params, batch, keys, step) -> Terms
+      The terms the trainer differentiates at optimizer step ``step`` (a traced
+      int32), where they differ from ``terms`` (e.g. a relaxation whose
+      temperature anneals with the step); ``terms`` stays the honest figure the
+      evaluation reports. Absent: the trainer uses ``terms`` (``training_terms``).
+  num_label_classes: int
+      A conditional family: ``encode``, ``terms`` and ``log_weights`` read
+      batch["label"] (int32 [B] in 0..num_label_classes-1); ``decode``,
+      ``sample_observation`` and ``sample_prior`` take ``condition={"label":
+      [N]}``, and without one decode example i as class i mod num_label_classes.
+      ``sample_prior``'s noise must not depend on the labels, so one key gives
+      the same style under every class (the class-conditional pictures).
+
 docs/models.md walks through adding a family.
 """
 
@@ -133,6 +147,21 @@ AFTER_UPDATE = ("update_statistics", "after_update")
 def has_after_update(model: Model) -> bool:
   """Whether ``model`` has the after-update capability (AFTER_UPDATE)."""
   return all(callable(getattr(model, m, None)) for m in AFTER_UPDATE)
+
+
+def training_terms(model: Model, params: Params, batch: Batch, keys: jax.Array,
+                   step: jax.Array) -> Terms:
+  """The terms the trainer differentiates at ``step``: the family's ``training_terms``
+  where it has one (see the module docstring), else its ``terms``."""
+  step_aware = getattr(model, "training_terms", None)
+  if callable(step_aware):
+    return step_aware(params, batch, keys, step)
+  return model.terms(params, batch, keys)
+
+
+def num_label_classes(model: Model) -> Optional[int]:
+  """The number of label classes a conditional family conditions on; None if unconditional."""
+  return getattr(model, "num_label_classes", None)
 
 
 def require(model: Model, methods: tuple[str, ...], needed_by: str) -> None:

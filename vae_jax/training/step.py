@@ -108,7 +108,7 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
     beta = elbo.beta_at(state.step, spec.beta, spec.kl_warmup_steps)
 
     def loss_fn(params):
-      terms = model.terms(params, batch, latent_keys)
+      terms = interface.training_terms(model, params, batch, latent_keys, state.step)
       if spec.preprocessing == "dequantize":
         terms = elbo.add_bits_per_dim(terms, math.prod(batch["image"].shape[1:]))
       loss, metrics = elbo.training_loss(terms, beta, spec.free_bits, axis)
