@@ -2,20 +2,18 @@ r"""Trains one VAE: python -m experiments.train --config=configs/beta.py --workd
 
 Any config field can be overridden, e.g. --config.model.latent_dim=10, and a
 config argument selects a variant: --config=configs/beta.py:beta=4. Rerunning
-the same command on the same workdir resumes it; SIGTERM saves and exits.
+the same command on the same workdir resumes it; SIGTERM and Ctrl-C save and exit.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only reads data here.
 
+from experiments import cli  # pylint: disable=g-import-not-at-top,wrong-import-position  # first: signals
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
-from absl import logging
 
 from vae_jax import parallel
-from vae_jax.training import preemption
 from vae_jax.training import loop as train
 from vae_jax import validation
 
@@ -33,14 +31,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   parallel.initialize()  # joins a pod slice's job, if any; before any other JAX use
-  try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
-                             allow_changes=_ALLOW.value)
-  except preemption.Preempted as e:
-    logging.warning("%s", e)
-  except train.USER_ERRORS as e:
-    sys.exit(f"FATAL {type(e).__name__}: {e}")
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value,
+                           allow_changes=_ALLOW.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "train")

@@ -34,6 +34,7 @@ from vae_jax.data import datasets
 from vae_jax.data import pipeline
 from vae_jax.evaluation import evaluator
 from vae_jax.evaluation import saved_run
+from vae_jax.training import preemption
 from vae_jax.models import interface
 from vae_jax.pictures import images
 from vae_jax.pictures import latent as lp
@@ -200,6 +201,7 @@ def pictures_of_run(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
                  "to borrow labelled digits.", run.dataset.name,
                  ", the scatter is uncoloured" if run.model.latent_dim == 2 else "")
   pictures = make_pictures(run, spec, labelled)
+  preemption.check()  # a stop asked meanwhile: leave no half-written directory behind
   write_pictures(pictures, directory, run.step)
   logging.info("Wrote %d pictures of step %d to %s: %s", len(pictures), run.step, directory,
                ", ".join(sorted(pictures)))
@@ -255,6 +257,7 @@ def pictures_of_sweep(sweep_dir: str, spec: PictureSpec = PictureSpec(),
     shown.setdefault(tables.setting_label(member.setting) or member.name, member)
   named = {}
   for label, member in shown.items():
+    preemption.check()  # between members: each member's pictures are whole
     run = saved_run.load_run(os.path.join(sweep_dir, member.name))
     directory = output_dir(run.workdir, run.step)
     if os.path.exists(directory):
@@ -266,7 +269,9 @@ def pictures_of_sweep(sweep_dir: str, spec: PictureSpec = PictureSpec(),
     _, named[label] = pictures_of_run(run, spec, borrow_labels)
   if not named:
     raise workdir_lib.WorkdirError(f"No finished member in {sweep_dir} to picture.")
+  picture = comparison(named)
+  preemption.check()
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  images.save_png(path, comparison(named))
+  images.save_png(path, picture)
   logging.info("Wrote %s", path)
   return path
