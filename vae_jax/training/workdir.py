@@ -107,10 +107,11 @@ def plan(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = F
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, CONFIG_FILE)
   results = os.path.join(workdir, RESULTS_FILE)
-  new, old = config_dict(config), _read_recorded(path)
+  new, old = config_dict(config), None
   if overwrite and set(os.listdir(workdir)) - {LOCK_FILE}:
-    _move_aside(workdir)
-    old = None
+    _move_aside(workdir)  # before reading: a damaged config.json is set aside too
+  else:
+    old = _read_recorded(path)
   changes = {}
   if old is not None and old != new:
     changed = sorted(_diff(old, new))
@@ -243,7 +244,7 @@ def read_json(path: str) -> Optional[dict]:
     try:
       return json.load(f)
     except json.JSONDecodeError as e:
-      raise WorkdirError(f"{path} is damaged (not valid JSON: {e.msg} at line {e.lineno}, "
+      raise WorkdirError(f"{path} is damaged (not valid JSON: {e.msg}, line {e.lineno}, "
                          f"column {e.colno}); restore it from a copy, or move the run aside "
                          f"with --overwrite (nothing is deleted).") from None
 
