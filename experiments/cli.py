@@ -82,7 +82,7 @@ def one_line(error: BaseException) -> str:
 
 
 class _Terminal(py_logging.Filter):
-  """On the terminal: this repository's log lines, other libraries' warnings, no tracebacks."""
+  """On the terminal: this repository's log lines, other libraries' one-line errors only."""
 
   def filter(self, record: py_logging.LogRecord) -> bool:
     if _VERBOSE.present and _VERBOSE.value:
@@ -90,7 +90,7 @@ class _Terminal(py_logging.Filter):
     if record.exc_info:
       return False  # the traceback is in the log file; the terminal gets the FATAL line
     ours = os.path.abspath(record.pathname).startswith(REPO + os.sep)
-    return ours or record.levelno >= py_logging.WARNING and "\n" not in record.getMessage()
+    return ours or record.levelno >= py_logging.ERROR and "\n" not in record.getMessage()
 
 
 class _LogFile(py_logging.Handler):

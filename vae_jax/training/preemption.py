@@ -68,8 +68,8 @@ def _on_signal(signum, frame) -> None:  # pylint: disable=unused-argument
     os._exit(130)  # pylint: disable=protected-access
   if _State.requested is None:
     _State.requested = name
-    os.write(2, f"\n{name} received: stopping at the next safe point (saving first). "
-                f"{'Press Ctrl-C again to abort at once.' if name == 'SIGINT' else ''}\n"
+    again = " Press Ctrl-C again to abort at once." if name == "SIGINT" else ""
+    os.write(2, f"\n{name} received: stopping at the next safe point (saving first).{again}\n"
              .encode())
 
 

@@ -149,20 +149,23 @@ def apply(planned: Plan, step: Optional[int] = None) -> None:
     logging.warning("Continuing from step %d with changed fields: %s", step, planned.changes)
 
 
-def check_directory(workdir: str) -> None:
-  """One clear line for a --workdir that cannot hold a run (a file, under a file, read-only)."""
+def check_directory(workdir: str, label: str = "") -> None:
+  """One clear line for a --workdir that cannot hold a run (a file, under a file, read-only).
+
+  ``label``: how the error names the directory (default: --workdir=WORKDIR).
+  """
   path = os.path.abspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
-    raise WorkdirError(f"--workdir={workdir} is a file, not a directory; give a directory "
+    raise WorkdirError(f"{label or '--workdir=' + workdir} is a file, not a directory; give a directory "
                        f"(a new one, or an existing run's).")
   parent = path
   while not os.path.exists(parent):
     parent = os.path.dirname(parent)
   if not os.path.isdir(parent):
-    raise WorkdirError(f"--workdir={workdir} is under {parent}, which is a file, not a "
+    raise WorkdirError(f"{label or '--workdir=' + workdir} is under {parent}, which is a file, not a "
                        f"directory; give a directory path.")
   if not os.access(parent, os.W_OK | os.X_OK):
-    raise WorkdirError(f"--workdir={workdir}: {parent} is not writable (permission denied) "
+    raise WorkdirError(f"{label or '--workdir=' + workdir}: {parent} is not writable (permission denied) "
                        f"for this user; give a directory you can write, or change its "
                        f"permissions.")
 
