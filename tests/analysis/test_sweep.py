@@ -115,7 +115,8 @@ def test_a_sweep_runs_every_member_then_a_rerun_skips_them(tmp_path):
 
 @pytest.mark.slow
 def test_member_k_runs_alone_and_failures_are_reported(tmp_path):
-  members = [{"objective.beta": 1.0}, {"objective.beta": -1.0}]  # the second cannot run
+  # The second passes validation but cannot run: a batch larger than the 1,497 digits.
+  members = [{"objective.beta": 1.0}, {"batch_size": 4000}]
   config = _config_file(tmp_path, members)
   workdir = tmp_path / "sweep"
   single = _sweep(config, workdir, "--member=0")
@@ -126,17 +127,17 @@ def test_member_k_runs_alone_and_failures_are_reported(tmp_path):
   proc = _sweep(config, workdir)
   assert proc.returncode == 1
   assert "Sweep: 1 skipped, 1 failed" in proc.stdout
-  assert "failed: objective.beta=-1.0" in proc.stdout
-  failure = json.loads((workdir / "objective.beta=-1.0" / "failure.json").read_text())
+  assert "failed: batch_size=4000" in proc.stdout
+  failure = json.loads((workdir / "batch_size=4000" / "failure.json").read_text())
   assert failure["returncode"] == 1
-  assert "config.objective.beta=-1.0 is invalid" in failure["tail"]
+  assert "config.batch_size=4000 exceeds the 1497 training examples" in failure["tail"]
   made = _run("experiments.tables", f"--workdir={workdir}")
   assert made.returncode == 0
   assert "1 done, 1 failed, 0 missing" in made.stdout
-  assert "objective.beta=-1.0" in (workdir / "tables" / "ablation.md").read_text()
+  assert "4000" in (workdir / "tables" / "ablation.md").read_text()
   listing = _sweep(config, workdir, "--dry_run")
   assert "done     objective.beta=1.0" in listing.stdout
-  assert "failed   objective.beta=-1.0" in listing.stdout
+  assert "failed   batch_size=4000" in listing.stdout
 
 
 @pytest.mark.slow
