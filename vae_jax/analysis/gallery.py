@@ -125,6 +125,7 @@ def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
     drawn = jax.jit(lambda p: model.sample_observation(p, z, jax.random.fold_in(rng, 2)))
     out["samples_from_likelihood"] = images.grid(np.asarray(drawn(params)), spec.columns)
   work.update(note="reconstructions and samples")
+  preemption.check()  # between stages: nothing is written before the end
   if model.latent_dim is None:
     work.update(work.total)
     return out  # codes that are not vectors: no interpolations, traversals or scatter
@@ -135,6 +136,7 @@ def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
   if kl_per_dim is None:  # order by how much the codes vary over the data instead
     kl_per_dim = np.var(mean, axis=0)
   work.update(note=f"codes of {len(mean)} test images")
+  preemption.check()  # between stages: nothing is written before the end
 
   inputs = encoded["image"]
   pairs = min(spec.interpolation_rows, len(inputs) // 2)
@@ -146,9 +148,11 @@ def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
         model, params, jax.random.fold_in(rng, 3), spec.interpolation_rows,
         spec.interpolation_steps)
   work.update(note="interpolations")
+  preemption.check()  # between stages: nothing is written before the end
   values = np.linspace(-spec.traversal_range, spec.traversal_range, spec.traversal_steps)
   out["traversals"], _ = lp.traversals(model, params, mean[0], kl_per_dim, values)
   work.update(note="traversals")
+  preemption.check()  # between stages: nothing is written before the end
   if model.latent_dim == 2:
     out["manifold"] = lp.manifold(model, params, spec.manifold_size)
   codes, labels, source = mean, None, run.dataset.name

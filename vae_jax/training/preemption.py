@@ -69,7 +69,7 @@ def _on_signal(signum, frame) -> None:  # pylint: disable=unused-argument
   if _State.requested is None:
     _State.requested = name
     again = " Press Ctrl-C again to abort at once." if name == "SIGINT" else ""
-    os.write(2, f"\n{name} received: stopping at the next safe point (saving first).{again}\n"
+    os.write(2, f"\n{name} received: stopping at the next safe point (saving what is unsaved).{again}\n"
              .encode())
 
 
