@@ -111,6 +111,9 @@ class _LogFile(py_logging.Handler):
   def emit(self, record: py_logging.LogRecord) -> None:
     try:
       text = self.format(record) + "\n"
+      if self._file is not None and not _same_file(self._file, self.path):
+        self._file.close()  # moved away (--overwrite sets the old run aside): a new file
+        self._file = None
       if self._file is None:
         self._held = self._held[-10_000:] + [text]
         directory = os.path.dirname(self.path)
@@ -127,6 +130,13 @@ class _LogFile(py_logging.Handler):
     if self._file is not None:
       self._file.close()
     super().close()
+
+
+def _same_file(file, path: str) -> bool:
+  try:
+    return os.path.samestat(os.fstat(file.fileno()), os.stat(path))
+  except OSError:
+    return False
 
 
 def _log_to_file(directory: Optional[str], name: str) -> Optional[_LogFile]:
