@@ -7,6 +7,7 @@ the subprocess drops the capabilities that let root ignore file permissions
 the permission bits on it as on any user (EACCES). A full disk is a small tmpfs.
 """
 
+import concurrent.futures
 import json
 import os
 import re
@@ -44,6 +45,13 @@ def _env():
 def _run(module, *flags, prefix=(), timeout=300):
   return subprocess.run(_command(module, *flags, prefix=prefix), cwd=REPO, env=_env(),
                         capture_output=True, text=True, timeout=timeout)
+
+
+def _run_all(commands):
+  """[(module, flags, prefix)] -> their CompletedProcesses, three at a time (each mostly
+  imports and refuses: start-up time, which overlaps well)."""
+  with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    return list(pool.map(lambda c: _run(c[0], *c[1], prefix=c[2]), commands))
 
 
 class _Background:
@@ -215,8 +223,9 @@ def test_bad_paths_and_config_files_get_one_line(finished_run, tmp_path):
        ["unknown name 'nosuch'", "beta (float"]),
       ([f"--workdir={damaged}"], ["config.json is damaged (not valid JSON", "--overwrite"]),
   ]
-  for flags, fragments in cases:
-    _fatal(_run("experiments.train", *flags, *SMALL_FLAGS), *fragments)
+  procs = _run_all([("experiments.train", [*flags, *SMALL_FLAGS], ()) for flags, _ in cases])
+  for proc, (_, fragments) in zip(procs, cases):
+    _fatal(proc, *fragments)
   assert not os.path.exists("/tmp/x")
 
 
@@ -232,11 +241,12 @@ def test_values_that_would_train_to_garbage_are_refused(tmp_path):
       ({"data.name": "cifar10", "data.preprocessing": "dequantize"},
        "a Bernoulli likelihood needs binary pixels"),
   ]
-  for fields, fragment in cases:
-    workdir = tmp_path / "run"
-    _fatal(_run("experiments.train", f"--workdir={workdir}", *SMALL_FLAGS, *_flags(fields)),
-           fragment)
-    assert not workdir.exists()  # refused before anything is made
+  workdir = tmp_path / "run"
+  procs = _run_all([("experiments.train", [f"--workdir={workdir}", *SMALL_FLAGS,
+                                           *_flags(fields)], ()) for fields, _ in cases])
+  for proc, (_, fragment) in zip(procs, cases):
+    _fatal(proc, fragment)
+  assert not workdir.exists()  # refused before anything is made
 
 
 def _without_root_powers():
@@ -267,9 +277,10 @@ def test_permissions_get_one_line_for_a_user_without_root_powers(finished_run, t
         ("experiments.evaluate", [f"--workdir={unreadable}"], "cannot be read by this user"),
         ("experiments.train", [f"--workdir={unreadable}"], "cannot be read by this user"),
     ]
-    for module, flags, fragment in cases:
-      extra = SMALL_FLAGS if module == "experiments.train" else []
-      _fatal(_run(module, *flags, *extra, prefix=NO_ROOT_POWERS), fragment)
+    procs = _run_all([(module, [*flags, *(SMALL_FLAGS if module == "experiments.train" else [])],
+                       NO_ROOT_POWERS) for module, flags, _ in cases])
+    for proc, (_, _, fragment) in zip(procs, cases):
+      _fatal(proc, fragment)
   finally:
     for root, dirs, _ in os.walk(tmp_path):
       for name in dirs:
