@@ -22,6 +22,7 @@ import errno
 import logging as py_logging
 import os
 import sys
+import threading
 from typing import Callable, Optional
 
 from absl import app
@@ -123,7 +124,7 @@ class _LogFile(py_logging.Handler):
         text, self._held = "".join(self._held), []
       self._file.write(text)
       self._file.flush()
-    except OSError:  # a full disk must not turn logging into a second error
+    except (OSError, ValueError):  # a full disk (or a closed file at exit): not a 2nd error
       pass
 
   def close(self) -> None:
@@ -147,6 +148,22 @@ def _log_to_file(directory: Optional[str], name: str) -> Optional[_LogFile]:
   return handler
 
 
+def _errors_to_the_log() -> None:
+  """Errors Python would print itself (from threads, C++ callbacks, finalizers) go to the log.
+
+  On a full disk, tensorstore's writer threads call into an asyncio loop that orbax
+  has closed, and CPython prints each failure's traceback (sys.excepthook) on the
+  terminal: dozens of them around the one line that says what happened.
+  """
+  def log(text, exc_type, value, tb):
+    logging.error("%s", text, exc_info=(exc_type, value, tb))
+  sys.excepthook = lambda t, v, tb: log("Uncaught error", t, v, tb)
+  sys.unraisablehook = lambda u: log(f"Ignored error in {u.object!r}", u.exc_type,
+                                     u.exc_value, u.exc_traceback)
+  threading.excepthook = lambda a: log(f"Error in thread {a.thread}", a.exc_type,
+                                       a.exc_value, a.exc_traceback)
+
+
 def run(main: Callable[[list[str]], None], name: str, workdir_flag: str = "workdir") -> None:
   """``absl.app.run(main)``; ``name``: the log file's name (WORKDIR/NAME.log)."""
 
@@ -154,6 +171,8 @@ def run(main: Callable[[list[str]], None], name: str, workdir_flag: str = "workd
     logging.get_absl_handler().addFilter(_Terminal())
     log_file = _log_to_file(getattr(flags.FLAGS, workdir_flag, None)
                             if workdir_flag in flags.FLAGS else None, name)
+    if not _VERBOSE.value:
+      _errors_to_the_log()
     try:
       main(argv)
     except preemption.Stopped as e:

@@ -123,8 +123,10 @@ class Checkpointer:
       raise
     except Exception as e:  # pylint: disable=broad-except
       complete = sorted(int(d) for d in os.listdir(self.directory) if d.isdigit())
+      free = shutil.disk_usage(self.directory).free
       raise CheckpointError(
-          f"Writing a checkpoint in {self.directory} failed ({_brief(e)}). Complete "
+          f"Writing a checkpoint in {self.directory} failed ({_brief(e)}; "
+          f"{free / 2**20:.1f} MiB free on its disk now). Complete "
           f"checkpoints are untouched: "
           f"{complete}. Fix the cause (e.g. free disk space) and rerun the same command "
           f"to resume.") from e
