@@ -8,10 +8,10 @@ running runs alike.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only reads data here.
 
+from experiments import cli  # pylint: disable=g-import-not-at-top,wrong-import-position  # first: signals
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
@@ -19,6 +19,7 @@ from absl import logging
 from vae_jax.evaluation import saved_run as checkpoint_eval
 from vae_jax import parallel
 from vae_jax.training import loop as train
+from vae_jax.training import preemption
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A vae_jax run directory.", required=True)
 _K = flags.DEFINE_integer("num_importance_samples", None,
@@ -34,13 +35,11 @@ def main(argv):
     step = checkpoint_eval.parse_step(_STEP.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  try:
+  with preemption.read_only_command("the evaluation"):
     record = checkpoint_eval.evaluate_checkpoint(
         _WORKDIR.value, step=step, num_importance_samples=_K.value)
-  except train.USER_ERRORS as e:
-    sys.exit(f"FATAL {type(e).__name__}: {e}")
   logging.info("step %d: %s", record["step"], train.describe(record["test"]))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "evaluate")

@@ -10,17 +10,16 @@ plus DIR/pictures/comparison.png with the members side by side.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only reads data here.
 
+from experiments import cli  # pylint: disable=g-import-not-at-top,wrong-import-position  # first: signals
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 
 from vae_jax.evaluation import saved_run as checkpoint_eval
 from vae_jax.analysis import gallery as pictures
-from vae_jax.analysis import tables
-from vae_jax.training import loop as train
+from vae_jax.training import preemption
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run or sweep directory.", required=True)
 _STEP = flags.DEFINE_string("step", None, "Checkpoint step, or 'best' (default: the latest).")
@@ -38,7 +37,7 @@ def main(argv):
     step = checkpoint_eval.parse_step(_STEP.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  try:
+  with preemption.read_only_command("the pictures"):
     if pictures.is_sweep(_WORKDIR.value):
       if step is not None or _OUTPUT.value:
         raise app.UsageError("--step and --output_dir apply to one run, not to a sweep.")
@@ -46,9 +45,7 @@ def main(argv):
     else:
       run = checkpoint_eval.load_run(_WORKDIR.value, step)
       pictures.pictures_of_run(run, borrow_labels=_LABELLED.value, directory=_OUTPUT.value)
-  except (*train.USER_ERRORS, tables.TableError) as e:
-    sys.exit(f"FATAL {type(e).__name__}: {e}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "pictures")

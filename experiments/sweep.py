@@ -13,6 +13,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only reads data here.
 
+from experiments import cli  # pylint: disable=g-import-not-at-top,wrong-import-position  # first: signals
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
@@ -21,10 +22,8 @@ import ml_collections
 from ml_collections import config_flags
 
 from vae_jax import parallel
-from vae_jax.training import preemption
 from vae_jax.analysis import sweeps
 from vae_jax import validation
-from vae_jax.training import workdir as workdir_lib
 
 _CONFIG = validation.define_config_flag(None, "Sweep config file (with sweep()).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory.", required=True)
@@ -41,10 +40,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> None:
   the driver, launching members as subprocesses, and --dry_run never need.
   """
   from vae_jax.training import loop as train  # pylint: disable=g-import-not-at-top
-  try:
-    train.train_and_evaluate(config, workdir)
-  except train.USER_ERRORS as e:
-    sys.exit(f"FATAL {type(e).__name__}: {e}")
+  train.train_and_evaluate(config, workdir)
 
 
 def main(argv):
@@ -54,32 +50,31 @@ def main(argv):
   spec = config_flags.get_config_filename(flags.FLAGS["config"])
   extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
   workdir = os.path.abspath(_WORKDIR.value)
-  try:
-    members = sweeps.load_members(spec, _CONFIG.value)
-    if _DRY_RUN.value:
-      print(sweeps.describe(workdir, members, spec, extra))
+  members = sweeps.load_members(spec, _CONFIG.value)
+  if _MEMBER.value is not None:  # on a pod: every host runs this, process 0 writes
+    member = sweeps.member_by_index(members, _MEMBER.value)
+    sweeps.check_members(_CONFIG.value, [member], extra)
+    if jax.process_index() == 0:
+      sweeps.record(workdir, spec, extra, members)
+    done = sweeps.status(workdir, member) == "done"
+    if parallel.process_zero_agrees(done):
+      logging.info("Member %d (%s) is done; skipping.", member.index, member.name)
       return
-    if _MEMBER.value is not None:  # on a pod: every host runs this, process 0 writes
-      member = sweeps.member_by_index(members, _MEMBER.value)
-      if jax.process_index() == 0:
-        sweeps.record(workdir, spec, extra, members)
-      done = sweeps.status(workdir, member) == "done"
-      if parallel.process_zero_agrees(done):
-        logging.info("Member %d (%s) is done; skipping.", member.index, member.name)
-        return
-      config = _CONFIG.value
-      config.update_from_flattened_dict(member.overrides)
-      _train(config, os.path.join(workdir, member.name))
-      return
-    sweeps.record(workdir, spec, extra, members)
-    start = time.time()
-    outcome = sweeps.run_all(spec, workdir, members, extra, _PARALLEL.value)
-  except preemption.Preempted as e:
-    logging.warning("%s", e)
+    config = _CONFIG.value
+    config.update_from_flattened_dict(member.overrides)
+    _train(config, os.path.join(workdir, member.name))
     return
-  except (sweeps.SweepError, validation.ConfigError, workdir_lib.WorkdirError) as e:
-    sys.exit(f"FATAL {type(e).__name__}: {e}")
+  # Every member's config as its own run would validate it, before anything is made.
+  sweeps.check_members(_CONFIG.value, members, extra)
+  if _DRY_RUN.value:
+    print(sweeps.describe(workdir, members, spec, extra))
+    return
+  sweeps.record(workdir, spec, extra, members)
+  start = time.time()
+  outcome = sweeps.run_all(spec, workdir, members, extra, _PARALLEL.value)
   print(sweeps.summary_line(outcome, time.time() - start))
+  for name in outcome["stopped"]:
+    print(f"  stopped: {name} (saved; rerun the same command to resume it)")
   for name in outcome["failed"]:
     print(f"  failed: {name} (see {os.path.join(workdir, name, sweeps.LOG_FILE)})")
   if outcome["failed"]:
@@ -87,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "sweep")

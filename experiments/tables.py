@@ -7,8 +7,7 @@ failed or are missing. Refuses (exit status 1) a sweep whose runs were trained
 or scored differently, and one with no finished member.
 """
 
-import sys
-
+from experiments import cli  # pylint: disable=g-bad-import-order  # first: signals
 from absl import app
 from absl import flags
 
@@ -22,10 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A sweep directory (with sweep.j
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  try:
-    ablation = tables.summarize(_WORKDIR.value)
-  except tables.TableError as e:
-    sys.exit(f"FATAL {type(e).__name__}: {e}")
+  ablation = tables.summarize(_WORKDIR.value)
   paths = tables.write_tables(ablation) + plots.write_plots(ablation)
   print(tables.to_markdown(ablation))
   counts = {s: len(ablation.with_status(s)) for s in ("done", "failed", "missing")}
@@ -35,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "tables")

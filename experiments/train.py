@@ -2,16 +2,16 @@ r"""Trains one VAE: python -m experiments.train --config=configs/beta.py [--work
 
 Any config field can be overridden, e.g. --config.model.latent_dim=10, and a
 config argument selects a variant: --config=configs/beta.py:beta=4. Rerunning
-the same command on the same workdir resumes it; SIGTERM saves and exits.
+the same command on the same workdir resumes it; SIGTERM and Ctrl-C save and exit.
 Without --workdir, the run gets a new folder, workdirs/CONFIG-TIMESTAMP, and
 logs its name: pass it as --workdir to resume or continue that run.
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF only reads data here.
 
+from experiments import cli  # pylint: disable=g-import-not-at-top,wrong-import-position  # first: signals
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
@@ -19,8 +19,8 @@ import jax
 from ml_collections import config_flags
 
 from vae_jax import parallel
-from vae_jax.training import preemption
 from vae_jax.training import loop as train
+from vae_jax.training import preemption
 from vae_jax.training import workdir as workdir_lib
 from vae_jax import validation
 
@@ -40,20 +40,19 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   parallel.initialize()  # joins a pod slice's job, if any; before any other JAX use
   workdir = _WORKDIR.value
+  if workdir is None:
+    validation.validate(_CONFIG.value)  # a config that will be refused makes no folder
+    workdir = workdir_lib.new_default(config_flags.get_config_filename(flags.FLAGS["config"]),
+                                      num_processes=jax.process_count())
+    cli.log_to_file(workdir, "train")
   try:
-    if workdir is None:
-      validation.validate(_CONFIG.value)  # a config that will be refused makes no folder
-      workdir = workdir_lib.new_default(config_flags.get_config_filename(flags.FLAGS["config"]),
-                                        num_processes=jax.process_count())
     train.train_and_evaluate(_CONFIG.value, workdir, overwrite=_OVERWRITE.value,
                              allow_changes=_ALLOW.value)
-  except preemption.Preempted as e:
-    logging.warning("%s", e)
+  except preemption.Stopped:
     if _WORKDIR.value is None:  # "the same command" would start anew
       logging.warning("This run's workdir is %s: resume it with --workdir=%s.", workdir, workdir)
-  except train.USER_ERRORS as e:
-    sys.exit(f"FATAL {type(e).__name__}: {e}")
+    raise
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "train")

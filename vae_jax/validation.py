@@ -7,6 +7,8 @@ would be valid, so a typo costs seconds, not a compile and a crash mid-run.
 from __future__ import annotations
 
 import difflib
+import os
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -39,8 +41,28 @@ def field_names(config: ml_collections.ConfigDict, prefix: str = "") -> list[str
 
 
 def load_config_file(spec: str, flag: str = "config") -> ml_collections.ConfigDict:
-  """The config of a ``FILE[:ARG]`` spec, as ``--FLAG=FILE[:ARG]`` would load it."""
-  config = config_flags.ConfigFileFlagParser(flag, lock_config=False).parse(spec)
+  """The config of a ``FILE[:ARG]`` spec, as ``--FLAG=FILE[:ARG]`` would load it.
+
+  A file that is missing, does not parse, or refuses its argument is one
+  ConfigError line: ml_collections reports these with the config file's traceback
+  (or, for a missing file, only when the config is first used).
+  """
+  try:
+    config = config_flags.ConfigFileFlagParser(flag, lock_config=False).parse(spec)
+  except SyntaxError as e:
+    raise ConfigError(f"--{flag}={spec}: {e.filename or spec}, line {e.lineno}: "
+                      f"{e.msg}; fix the file's Python syntax.") from None
+  except Exception as e:  # pylint: disable=broad-except  # the config file's own errors
+    last = [line for line in str(e).splitlines() if line.strip()][-1:] or [type(e).__name__]
+    raise ConfigError(f"--{flag}={spec}: "
+                      f"{re.sub(r'^[A-Za-z_.]*Error: ', '', last[0].strip())}") from None
+  error = getattr(config, "__dict__", {}).get("_error")  # ml_collections' deferred error
+  if error is not None:
+    path = spec.split(":", 1)[0]
+    reason = ("no such file" if not os.path.exists(path) else
+              " ".join(str(error).split())[:300])
+    raise ConfigError(f"--{flag}={spec}: {path}: {reason}; give a config file such as "
+                      f"configs/default.py or configs/beta.py (optionally FILE:ARG).")
   if not isinstance(config, ml_collections.ConfigDict):
     raise ConfigError(f"--{flag}={spec}: get_config() must return an ml_collections.ConfigDict.")
   return config
@@ -61,9 +83,7 @@ def check_overrides(argv: Sequence[str], default_config: Optional[str]) -> None:
       spec = argv[i + 1]
   if spec is None:
     return  # no config file given: the flag itself reports it
-  config = config_flags.ConfigFileFlagParser("config", lock_config=False).parse(spec)
-  if not isinstance(config, ml_collections.ConfigDict):
-    return  # unreadable file: the flag itself reports it
+  config = load_config_file(spec)
   names = field_names(config)
   for arg in argv:
     if not arg.startswith("--config."):
@@ -88,7 +108,7 @@ def define_config_flag(default: Optional[str], help_text: str,
   try:
     check_overrides(sys.argv, default)
   except ConfigError as e:
-    sys.exit(f"FATAL {e}")
+    sys.exit(f"FATAL ConfigError: {e}")
   return config_flags.DEFINE_config_file("config", default, help_text, lock_config=lock_config)
 
 

@@ -3,9 +3,11 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -115,7 +117,8 @@ def test_a_sweep_runs_every_member_then_a_rerun_skips_them(tmp_path):
 
 @pytest.mark.slow
 def test_member_k_runs_alone_and_failures_are_reported(tmp_path):
-  members = [{"objective.beta": 1.0}, {"objective.beta": -1.0}]  # the second cannot run
+  # The second passes validation but cannot run: a batch larger than the 1,497 digits.
+  members = [{"objective.beta": 1.0}, {"batch_size": 4000}]
   config = _config_file(tmp_path, members)
   workdir = tmp_path / "sweep"
   single = _sweep(config, workdir, "--member=0")
@@ -126,17 +129,17 @@ def test_member_k_runs_alone_and_failures_are_reported(tmp_path):
   proc = _sweep(config, workdir)
   assert proc.returncode == 1
   assert "Sweep: 1 skipped, 1 failed" in proc.stdout
-  assert "failed: objective.beta=-1.0" in proc.stdout
-  failure = json.loads((workdir / "objective.beta=-1.0" / "failure.json").read_text())
+  assert "failed: batch_size=4000" in proc.stdout
+  failure = json.loads((workdir / "batch_size=4000" / "failure.json").read_text())
   assert failure["returncode"] == 1
-  assert "config.objective.beta=-1.0 is invalid" in failure["tail"]
+  assert "config.batch_size=4000 exceeds the 1497 training examples" in failure["tail"]
   made = _run("experiments.tables", f"--workdir={workdir}")
   assert made.returncode == 0
   assert "1 done, 1 failed, 0 missing" in made.stdout
-  assert "objective.beta=-1.0" in (workdir / "tables" / "ablation.md").read_text()
+  assert "4000" in (workdir / "tables" / "ablation.md").read_text()
   listing = _sweep(config, workdir, "--dry_run")
   assert "done     objective.beta=1.0" in listing.stdout
-  assert "failed   objective.beta=-1.0" in listing.stdout
+  assert "failed   batch_size=4000" in listing.stdout
 
 
 @pytest.mark.slow
@@ -160,3 +163,52 @@ def test_the_driver_leaves_tensorflow_to_the_members():
                         timeout=120)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_dry_run_refuses_what_the_real_run_refuses_before_making_anything(tmp_path):
+  members = [{"objective.beta": 1.0}, {"objective.beta": 2.0}]
+  config = _config_file(tmp_path, members)
+  workdir = tmp_path / "sweep"
+  member = _sweep(config, workdir, "--member=0", "--config.batch_size=0")
+  line = [l for l in member.stderr.splitlines() if l.startswith("FATAL")]
+  assert member.returncode == 1 and line and "config.batch_size=0 is invalid" in line[0]
+  for flags in (["--dry_run"], []):
+    proc = _sweep(config, workdir, *flags, "--config.batch_size=0")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert line[0] in proc.stderr  # the member's own line, naming the member
+    assert not workdir.exists()  # no sweep directory, no empty member directories
+    clash = _sweep(config, workdir, *flags, "--config.objective.beta=3.0")
+    assert clash.returncode == 1 and "swept by the members" in clash.stderr
+    assert "experiments.sweep" not in clash.stdout and not workdir.exists()
+
+
+@pytest.mark.slow
+def test_a_stopped_sweep_stops_its_members_cleanly_and_the_rerun_completes(tmp_path):
+  """SIGTERM to the driver: one SIGTERM to each member, which saves and exits 0; the
+  members are stopped, not failed, and the rerun resumes them."""
+  members = [{"objective.beta": 1.0}, {"objective.beta": 2.0}]
+  config = _config_file(tmp_path, members)
+  workdir = tmp_path / "sweep"
+  slow_end = ["--config.eval.num_importance_samples=3000", "--parallel=2"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+  driver = subprocess.Popen([sys.executable, "-m", "experiments.sweep", f"--config={config}",
+                             f"--workdir={workdir}", *slow_end], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  logs = [workdir / sweeps.member_name(m) / sweeps.LOG_FILE for m in members]
+  deadline = time.time() + 300
+  while not all(p.exists() and "step 20/20" in p.read_text() for p in logs):
+    assert driver.poll() is None and time.time() < deadline, driver.communicate()
+    time.sleep(0.1)
+  driver.send_signal(signal.SIGTERM)  # the members are in their final evaluation
+  stdout, stderr = driver.communicate(timeout=240)
+  assert driver.returncode == 0, stderr[-3000:]
+  assert "Sweep: 2 stopped" in stdout and "stopped: objective.beta=1.0" in stdout, stdout
+  for log, member in zip(logs, members):
+    directory = log.parent
+    assert not (directory / sweeps.FAILURE_FILE).exists()
+    assert (directory / "checkpoints" / "20").is_dir()
+    assert "Stopped by SIGTERM" in log.read_text() and "Traceback" not in log.read_text()
+    assert sweeps.status(str(workdir), sweeps.Member(0, directory.name, member)) == "started"
+  rerun = _sweep(config, workdir, *slow_end)
+  assert rerun.returncode == 0 and "Sweep: 2 done" in rerun.stdout, rerun.stderr[-3000:]

@@ -34,6 +34,7 @@ from vae_jax.data import datasets
 from vae_jax.data import pipeline
 from vae_jax.evaluation import evaluator
 from vae_jax.evaluation import saved_run
+from vae_jax.training import preemption
 from vae_jax.models import interface
 from vae_jax.pictures import conditional
 from vae_jax.pictures import images
@@ -125,6 +126,7 @@ def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
     drawn = jax.jit(lambda p: model.sample_observation(p, z, jax.random.fold_in(rng, 2)))
     out["samples_from_likelihood"] = images.grid(np.asarray(drawn(params)), spec.columns)
   work.update(note="reconstructions and samples")
+  preemption.check()  # between stages: nothing is written before the end
   classes = interface.num_label_classes(model)
   if classes:  # a conditional model: its codes mean "style given the class"
     encoded = _test_batch(run.dataset, spec.num_encoded, run.preprocessing, spec.seed)
@@ -144,6 +146,7 @@ def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
   if kl_per_dim is None:  # order by how much the codes vary over the data instead
     kl_per_dim = np.var(mean, axis=0)
   work.update(note=f"codes of {len(mean)} test images")
+  preemption.check()  # between stages: nothing is written before the end
 
   inputs = encoded["image"]
   pairs = min(spec.interpolation_rows, len(inputs) // 2)
@@ -155,9 +158,11 @@ def make_pictures(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
         model, params, jax.random.fold_in(rng, 3), spec.interpolation_rows,
         spec.interpolation_steps)
   work.update(note="interpolations")
+  preemption.check()  # between stages: nothing is written before the end
   values = np.linspace(-spec.traversal_range, spec.traversal_range, spec.traversal_steps)
   out["traversals"], _ = lp.traversals(model, params, mean[0], kl_per_dim, values)
   work.update(note="traversals")
+  preemption.check()  # between stages: nothing is written before the end
   if model.latent_dim == 2:
     out["manifold"] = lp.manifold(model, params, spec.manifold_size)
   codes, labels, source = mean, None, run.dataset.name
@@ -210,6 +215,7 @@ def pictures_of_run(run: saved_run.Run, spec: PictureSpec = PictureSpec(),
                  "to borrow labelled digits.", run.dataset.name,
                  ", the scatter is uncoloured" if run.model.latent_dim == 2 else "")
   pictures = make_pictures(run, spec, labelled)
+  preemption.check()  # a stop asked meanwhile: leave no half-written directory behind
   write_pictures(pictures, directory, run.step)
   logging.info("Wrote %d pictures of step %d to %s: %s", len(pictures), run.step, directory,
                ", ".join(sorted(pictures)))
@@ -265,6 +271,7 @@ def pictures_of_sweep(sweep_dir: str, spec: PictureSpec = PictureSpec(),
     shown.setdefault(tables.setting_label(member.setting) or member.name, member)
   named = {}
   for label, member in shown.items():
+    preemption.check()  # between members: each member's pictures are whole
     run = saved_run.load_run(os.path.join(sweep_dir, member.name))
     directory = output_dir(run.workdir, run.step)
     if os.path.exists(directory):
@@ -276,7 +283,9 @@ def pictures_of_sweep(sweep_dir: str, spec: PictureSpec = PictureSpec(),
     _, named[label] = pictures_of_run(run, spec, borrow_labels)
   if not named:
     raise workdir_lib.WorkdirError(f"No finished member in {sweep_dir} to picture.")
+  picture = comparison(named)
+  preemption.check()
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  images.save_png(path, comparison(named))
+  images.save_png(path, picture)
   logging.info("Wrote %s", path)
   return path

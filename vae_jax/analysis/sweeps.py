@@ -9,7 +9,7 @@ the extra overrides shared by all members; a rerun with others is refused, so
 one sweep directory never mixes protocols.
 
 Locally, members run as subprocesses (``experiments.sweep --member=K``), N at
-a time; a member with results.json is skipped, an interrupted one resumes from
+a time; a member with results.json is skipped, a stopped one resumes from
 its checkpoint, a failed one leaves ``failure.json`` and its log. On a TPU pod
 every worker runs the same ``--member=K`` in-process.
 """
@@ -31,6 +31,7 @@ from absl import logging
 
 from vae_jax.analysis import tables
 from vae_jax import validation
+from vae_jax.training import preemption
 from vae_jax.training import workdir as workdir_lib
 
 MANIFEST = tables.SWEEP_FILE  # the file names tables reads, from one place
@@ -97,14 +98,33 @@ def record(workdir: str, spec: str, extra: Sequence[str], members: list[Member])
         f"{workdir} holds a sweep of --config={old['config']} with overrides "
         f"{old['extra_overrides'] or 'none'}; this one is --config={spec} with "
         f"{list(extra) or 'none'}. Use another --workdir: one directory, one protocol.")
+  check_members(None, members, extra)
+  workdir_lib.write_json(path, {
+      "config": spec, "extra_overrides": list(extra),
+      "members": [dataclasses.asdict(m) for m in members]})
+
+
+def check_members(config: Optional[ml_collections.ConfigDict], members: list[Member],
+                  extra: Sequence[str]) -> None:
+  """Refuses the sweep as its members' own runs would refuse them, before anything is made.
+
+  ``config``: the sweep config with the extra overrides applied (None: only the
+  clash check). Each member's config is validated exactly as its run validates it
+  (``validation.validate``), so ``--dry_run`` and the driver refuse what a member
+  would, instead of launching it into an empty directory.
+  """
   swept = sorted({f for m in members for f in m.overrides})
   clash = [a for a in extra if a.split("=", 1)[0].removeprefix("--config.") in swept]
   if clash:
     raise SweepError(f"{', '.join(clash)}: these fields are swept by the members ("
                      f"{', '.join(swept)}); an extra override cannot also set them.")
-  workdir_lib.write_json(path, {
-      "config": spec, "extra_overrides": list(extra),
-      "members": [dataclasses.asdict(m) for m in members]})
+  for member in members if config is not None else ():
+    member_config = ml_collections.ConfigDict(config.to_dict())
+    member_config.update_from_flattened_dict(member.overrides)
+    try:
+      validation.validate(member_config)
+    except validation.ConfigError as e:
+      raise validation.ConfigError(f"{e} (sweep member {member.index}: {member.name})") from None
 
 
 def status(workdir: str, member: Member) -> str:
@@ -120,8 +140,9 @@ def status(workdir: str, member: Member) -> str:
 
 
 def member_command(spec: str, workdir: str, member: Member, extra: Sequence[str]) -> list[str]:
+  # --verbose: the member's log.txt is its log file, tracebacks included.
   return [sys.executable, "-m", "experiments.sweep", f"--config={spec}",
-          f"--workdir={workdir}", f"--member={member.index}", *extra]
+          f"--workdir={workdir}", f"--member={member.index}", "--verbose", *extra]
 
 
 def _tail(path: str, lines: int = 15) -> str:
@@ -143,14 +164,23 @@ class _Running:
       log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
       log.flush()
       self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    self.stopped = False
+
+  def stop(self) -> None:
+    """Asks the member to save and stop: one SIGTERM (a second could abort its save)."""
+    if not self.stopped and self.proc.poll() is None:
+      self.proc.send_signal(signal.SIGTERM)
+    self.stopped = True
 
   def finish(self) -> str:
-    """The outcome once the process has ended: 'done', 'interrupted' or 'failed'."""
+    """The outcome once the process has ended: 'done', 'stopped' or 'failed'."""
     code = self.proc.returncode
     if os.path.exists(os.path.join(self.directory, workdir_lib.RESULTS_FILE)):
       return "done"
-    if code == 0:  # stopped by SIGTERM after saving: resumable, not a failure
-      return "interrupted"
+    # Exit 0 without results: it saved and stopped on a signal. Killed by the signal
+    # it was sent: it had not yet installed its handler, so had nothing unsaved.
+    if code == 0 or (self.stopped and code in (-signal.SIGTERM, -signal.SIGINT)):
+      return "stopped"
     workdir_lib.write_json(os.path.join(self.directory, FAILURE_FILE), {
         "returncode": code, "log": self.log, "tail": _tail(self.log)})
     return "failed"
@@ -160,9 +190,10 @@ def run_all(spec: str, workdir: str, members: list[Member], extra: Sequence[str]
             parallel: int) -> dict[str, list[str]]:
   """Runs every member not yet done, ``parallel`` at a time; returns names by outcome.
 
-  SIGTERM to this process is passed on to the members (each saves and stops).
+  A stop asked of this process (SIGTERM, Ctrl-C: ``preemption``) is passed on to each
+  running member as one SIGTERM; each saves and stops, and a rerun resumes it.
   """
-  outcome: dict[str, list[str]] = {"done": [], "skipped": [], "failed": [], "interrupted": []}
+  outcome: dict[str, list[str]] = {"done": [], "skipped": [], "failed": [], "stopped": []}
   queue = []
   for member in members:
     if status(workdir, member) == "done":
@@ -172,19 +203,16 @@ def run_all(spec: str, workdir: str, members: list[Member], extra: Sequence[str]
   logging.info("Sweep %s: %d members, %d already done, %d to run, %d at a time.", spec,
                len(members), len(outcome["skipped"]), len(queue), parallel)
   running: list[_Running] = []
-  stopping = []
-  previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-  try:
+  with preemption.PreemptionWatcher(lambda _: False):  # handlers, if no main installed them
     while queue or running:
-      while queue and len(running) < parallel and not stopping:
+      while queue and len(running) < parallel and not preemption.requested():
         member = queue.pop(0)
         running.append(_Running(member_command(spec, workdir, member, extra),
                                 os.path.join(workdir, member.name), member))
         logging.info("Started member %d: %s", member.index, member.name)
-      if stopping:
+      if preemption.requested():
         for run in running:
-          if run.proc.poll() is None:
-            run.proc.send_signal(signal.SIGTERM)
+          run.stop()
         queue.clear()
       time.sleep(0.2)
       for run in [r for r in running if r.proc.poll() is not None]:
@@ -195,8 +223,6 @@ def run_all(spec: str, workdir: str, members: list[Member], extra: Sequence[str]
                     "Member %d (%s): %s after %.0fs%s", run.member.index, run.member.name,
                     result, time.time() - run.start,
                     f"; see {run.log}" if result == "failed" else "")
-  finally:
-    signal.signal(signal.SIGTERM, previous)
   return outcome
 
 

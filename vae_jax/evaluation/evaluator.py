@@ -37,6 +37,7 @@ from vae_jax.evaluation import diagnostics
 from vae_jax.models import interface
 from vae_jax.objectives import elbo
 from vae_jax.objectives import iwae
+from vae_jax.training import preemption
 
 
 @dataclasses.dataclass
@@ -150,8 +151,18 @@ class Evaluator:
         f"evaluation of {self.split.num_examples} examples"
         + (f" with k={num_importance_samples}" if num_importance_samples else ""),
         local_batches, "batches")
-    terms = self._fns[num_importance_samples](params, self.split.data, self.split.ids)
-    terms = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), parallel.unshard(terms))
+    # One dispatch per batch, so that a stop requested meanwhile is acted on between
+    # batches (preemption.check; a signal handler must not raise inside the program).
+    fn, pieces, num_batches = self._fns[num_importance_samples], [], self.split.ids.shape[1]
+    for i in range(num_batches + 1):
+      if i < num_batches:
+        pieces.append(fn(params, jax.tree.map(lambda x: x[:, i:i + 1], self.split.data),
+                         self.split.ids[:, i:i + 1]))
+      if i:  # one batch in flight while the previous one is checked
+        pieces[i - 1] = jax.tree.map(np.asarray, pieces[i - 1])
+        preemption.check()
+    terms = parallel.unshard(jax.tree.map(lambda *x: np.concatenate(x, axis=1), *pieces))
+    terms = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), terms)
     return jax.tree.map(lambda v: v[: self.split.num_examples], terms)
 
   def evaluate(self, params, num_importance_samples: int = 0) -> dict[str, Any]:

@@ -115,6 +115,9 @@ def evaluate_checkpoint(workdir: str, *, step: Union[int, str, None] = None,
       num_importance_samples)
   if k < 0:
     raise validation.ConfigError(f"--num_importance_samples={k} is invalid: must be >= 0.")
+  if jax.process_index() == 0:  # it writes eval/ there: say so now, not after evaluating
+    workdir_lib.check_directory(os.path.join(workdir, "eval"),
+                                f"--workdir={workdir} (the evaluation is written to eval/)")
   run = load_run(workdir, step)
   step, dataset, preprocessing = run.step, run.dataset, run.preprocessing
   out_path = os.path.join(workdir, "eval", f"step_{step:08d}_k{k}.json")

@@ -123,8 +123,10 @@ class Checkpointer:
       raise
     except Exception as e:  # pylint: disable=broad-except
       complete = sorted(int(d) for d in os.listdir(self.directory) if d.isdigit())
+      free = shutil.disk_usage(self.directory).free
       raise CheckpointError(
-          f"Writing a checkpoint in {self.directory} failed ({_brief(e)}). Complete "
+          f"Writing a checkpoint in {self.directory} failed ({_brief(e)}; "
+          f"{free / 2**20:.1f} MiB free on its disk now). Complete "
           f"checkpoints are untouched: "
           f"{complete}. Fix the cause (e.g. free disk space) and rerun the same command "
           f"to resume.") from e
@@ -147,16 +149,22 @@ class Checkpointer:
     Damaged newer ones are named in a warning and (unless read-only) moved aside.
     If no checkpoint restores, raises: the run must not silently start over.
     """
-    failures = []
+    failures, denied = [], []
     for step in reversed(self.all_steps()):
       try:
         restored = self.restore(step, template)
       except Exception as e:  # pylint: disable=broad-except  # any failure = unusable
         failures.append((step, _brief(e)))
+        denied.append(isinstance(e, PermissionError))
         continue
       for bad_step, reason in failures:
         self._set_aside(bad_step, reason)
       return restored
+    if failures and all(denied):  # not damaged: this user may not read them
+      raise CheckpointError(
+          f"The checkpoints in {self.directory} cannot be read by this user (permission "
+          f"denied on steps {', '.join(str(s) for s, _ in failures)}); fix their "
+          f"permissions (or run as their owner) and rerun; nothing was moved.")
     if failures:
       raise CheckpointError(
           f"No checkpoint in {self.directory} can be restored: " +

@@ -85,22 +85,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.abspath(workdir)
   main_process = jax.process_index() == 0  # alone writes the workdir's files
   with contextlib.ExitStack() as stack:
-    changes, refused = {}, None
+    planned, refused = None, None
     if main_process:
       try:
         stack.enter_context(workdir_lib.lock(workdir))
-        changes = workdir_lib.prepare(workdir, config, overwrite=overwrite,
-                                      allow_changes=allow_changes)
+        planned = workdir_lib.plan(workdir, config, overwrite=overwrite,
+                                   allow_changes=allow_changes)
       except Exception as e:  # pylint: disable=broad-except  # re-raised below
         refused = e
     if not parallel.process_zero_agrees(refused is None):  # other processes stop too
       raise refused or workdir_lib.WorkdirError(
           f"Process 0 could not use {workdir}; its log says why.")
-    return _train(config, workdir, changes, start_time, main_process)
+    return _train(config, workdir, planned, start_time, main_process)
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, list],
-           start_time: float, main_process: bool) -> dict[str, Any]:
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           planned: workdir_lib.Plan | None, start_time: float,
+           main_process: bool) -> dict[str, Any]:
   dataset, fallback_reason = datasets.load_configured(config.data)
   observes = models.observes(config)
   preprocessing = validation.resolve_preprocessing(
@@ -144,10 +145,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
   if step > total_steps:
     raise validation.ConfigError(
         f"The run's checkpoint is at step {step}, past the {total_steps} steps the config "
-        f"asks for (num_epochs / num_train_steps); it cannot train backwards.")
-  if changes and main_process:
-    workdir_lib.record_changes(workdir, changes, step)
-    logging.warning("Continuing from step %d with changed fields: %s", step, changes)
+        f"asks for (num_epochs / num_train_steps); it cannot train backwards. Ask for at "
+        f"least {step} steps (num_train_steps >= {step}, or num_epochs >= "
+        f"{step / steps_per_epoch:.4g}); nothing in {workdir} was changed.")
+  if planned is not None:  # every check passed: only now the workdir changes
+    workdir_lib.apply(planned, step)
 
   skip = config.optim.on_nonfinite == "skip"
   train_chunk = training.DataParallelTrainChunk(
@@ -182,6 +184,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
   test_summary, saved_step = None, (step if restored is not None else None)
   with preemption.PreemptionWatcher(ckpt.reached_preemption) as watcher, \
        contextlib.closing(ckpt), contextlib.closing(writer):
+    if step < total_steps and watcher.should_stop(step):  # a stop asked during start-up
+      raise preemption.Preempted(step, saved_step)
     while step < total_steps:
       num_steps = _next_stop(step, total_steps, config) - step
       compiling |= num_steps not in compiled

@@ -11,6 +11,7 @@ out while one runs; the OS releases it when the process dies, however it dies.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import importlib.metadata
@@ -76,20 +77,43 @@ def lookup(tree: Optional[Mapping[str, Any]], field: str) -> Any:
   return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
 
 
+@dataclasses.dataclass
+class Plan:
+  """What ``prepare`` found and ``apply`` will do: nothing is changed in between."""
+  workdir: str
+  config: dict
+  changes: dict[str, list]     # {field: [old, new]} of a continued run
+  write_config: bool
+  archive_results: bool
+
+
 def prepare(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = False,
             allow_changes: Sequence[str] = ()) -> dict[str, list]:
-  """Creates the workdir and records the config; returns {field: [old, new]} changes.
+  """``plan`` and ``apply`` at once; returns the {field: [old, new]} changes."""
+  planned = plan(workdir, config, overwrite=overwrite, allow_changes=allow_changes)
+  apply(planned)
+  return planned.changes
+
+
+def plan(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool = False,
+         allow_changes: Sequence[str] = ()) -> Plan:
+  """Checks the workdir against the config; changes only what ``--overwrite`` asks.
 
   Refuses a finished run or a different config unless ``overwrite`` (the old run
   is moved to WORKDIR.replaced-TIME) or ``allow_changes`` lists every changed field.
+  Archiving results and rewriting config.json wait for ``apply``, after the
+  caller's own checks (e.g. a checkpoint past the new total), so that a continuation
+  refused later has moved and rewritten nothing.
   """
+  check_directory(workdir)
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, CONFIG_FILE)
   results = os.path.join(workdir, RESULTS_FILE)
-  new, old = config_dict(config), _read_recorded(path)
+  new, old = config_dict(config), None
   if overwrite and set(os.listdir(workdir)) - {LOCK_FILE}:
-    _move_aside(workdir)
-    old = None
+    _move_aside(workdir)  # before reading: a damaged config.json is set aside too
+  else:
+    old = _read_recorded(path)
   changes = {}
   if old is not None and old != new:
     changed = sorted(_diff(old, new))
@@ -107,17 +131,45 @@ def prepare(workdir: str, config: ml_collections.ConfigDict, *, overwrite: bool 
           f"state or the data. Use a new --workdir (or --overwrite). Changeable: "
           f"{', '.join(CHANGEABLE)}.")
     changes = {f: [lookup(old, f), lookup(new, f)] for f in changed}
-  if os.path.exists(results):
-    if not changes:
-      raise WorkdirError(
-          f"{results} exists: {workdir} holds a finished run. Use a new --workdir; or "
-          f"continue it with changed fields (e.g. --config.num_epochs=20 "
-          f"--allow_config_changes=num_epochs); or --overwrite to set it aside. Finished "
-          f"results are never overwritten.")
-    _archive_results(workdir)
-  if old != new:
-    write_json(path, new)
-  return changes
+  if os.path.exists(results) and not changes:
+    raise WorkdirError(
+        f"{results} exists: {workdir} holds a finished run. Use a new --workdir; or "
+        f"continue it with changed fields (e.g. --config.num_epochs=20 "
+        f"--allow_config_changes=num_epochs); or --overwrite to set it aside. Finished "
+        f"results are never overwritten.")
+  return Plan(workdir, new, changes, old != new, os.path.exists(results))
+
+
+def apply(planned: Plan, step: Optional[int] = None) -> None:
+  """Archives a finished run's results, records the config (and its changes at ``step``)."""
+  if planned.archive_results:
+    _archive_results(planned.workdir)
+  if planned.write_config:
+    write_json(os.path.join(planned.workdir, CONFIG_FILE), planned.config)
+  if planned.changes and step is not None:
+    record_changes(planned.workdir, planned.changes, step)
+    logging.warning("Continuing from step %d with changed fields: %s", step, planned.changes)
+
+
+def check_directory(workdir: str, label: str = "") -> None:
+  """One clear line for a --workdir that cannot hold a run (a file, under a file, read-only).
+
+  ``label``: how the error names the directory (default: --workdir=WORKDIR).
+  """
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise WorkdirError(f"{label or '--workdir=' + workdir} is a file, not a directory; give a directory "
+                       f"(a new one, or an existing run's).")
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise WorkdirError(f"{label or '--workdir=' + workdir} is under {parent}, which is a file, not a "
+                       f"directory; give a directory path.")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise WorkdirError(f"{label or '--workdir=' + workdir}: {parent} is not writable (permission denied) "
+                       f"for this user; give a directory you can write, or change its "
+                       f"permissions.")
 
 
 def record_changes(workdir: str, changes: dict[str, list], step: int) -> None:
@@ -150,6 +202,7 @@ def _archive_results(workdir: str) -> None:
 @contextlib.contextmanager
 def lock(workdir: str) -> Iterator[None]:
   """Holds WORKDIR/.lock (flock) while the body runs; refuses if another process does."""
+  check_directory(workdir)
   os.makedirs(workdir, exist_ok=True)
   fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
   try:
@@ -193,7 +246,12 @@ def read_json(path: str) -> Optional[dict]:
   if not os.path.exists(path):
     return None
   with open(path, encoding="utf-8") as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise WorkdirError(f"{path} is damaged (not valid JSON: {e.msg}, line {e.lineno}, "
+                         f"column {e.colno}); restore it from a copy, or move the run aside "
+                         f"with --overwrite (nothing is deleted).") from None
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
