@@ -252,7 +252,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
       ckpt.wait_until_finished()
       selected_step = ckpt.best_step()
     selected = (rstate.params if selected_step == step else parallel.replicate(
-        ckpt.restore(selected_step, parallel.unreplicate(rstate))[0].params))
+        ckpt.restore(selected_step, state)[0].params))  # state: a template
     with watcher.interruptible(step):
       validation_final = (None if validator is None else periodic.get(selected_step) or
                           evaluate("validation", selected, during, record=False))
