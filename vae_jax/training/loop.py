@@ -290,7 +290,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, changes: dict[str, l
                   "num_validation": num_validation,
                   "validation_indices": (None if dataset.validation_indices is None
                                          else dataset.validation_indices.tolist())},
-      "steps": step, "epochs": step / steps_per_epoch, "batch_size": config.batch_size,
+      "steps": step, "planned_steps": total_steps, "epochs": step / steps_per_epoch,
+      "batch_size": config.batch_size,
       "skipped_updates": (int(parallel.unreplicate(rstate.opt_state).total_notfinite)
                           if skip else 0),
       "wall_time_s": time.time() - start_time, "train_time_s": meta["train_seconds"],
