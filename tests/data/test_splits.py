@@ -88,3 +88,11 @@ def test_binarized_mnist_has_its_published_splits(tmp_path):
   # neither the test split nor part of train.
   test, train = ({row.tobytes() for row in d} for d in (dataset.test, dataset.train))
   assert not any(row.tobytes() in test or row.tobytes() in train for row in dataset.validation)
+
+
+def test_fallback_dataset_gets_a_holdout_for_a_named_validation_split():
+  data = make_config(data__name="binarized_mnist", data__validation_split="validation").data
+  assert splits.plan_of(data) == splits.ValidationPlan("split", "validation")
+  assert splits.plan_of(data, "mnist_5k") == splits.ValidationPlan("holdout", size=-1)
+  data.validation_split = "none"
+  assert splits.plan_of(data, "mnist_5k") == splits.ValidationPlan("none")

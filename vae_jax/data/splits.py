@@ -85,11 +85,18 @@ def plan(name: str, train_split: str, validation_split: str, test_split: str,
   return ValidationPlan("split", split=validation_split)
 
 
-def plan_of(data, name: Optional[str] = None) -> ValidationPlan:
-  """The plan of a ``config.data`` (``name``: e.g. the fallback dataset actually used)."""
-  return plan(name or data.name, data.train_split,
-              getattr(data, "validation_split", "none"), data.test_split,
-              getattr(data, "validation_size", -1))
+def plan_of(data, fallback: Optional[str] = None) -> ValidationPlan:
+  """The plan of a ``config.data``, or of its ``fallback`` dataset when that is used instead.
+
+  A fallback (an embedded set) is loaded with its own train and test splits, so a
+  validation split named for the requested dataset becomes "auto" (a hold-out) there.
+  """
+  validation_split = getattr(data, "validation_split", "none")
+  size = getattr(data, "validation_size", -1)
+  if fallback is None:
+    return plan(data.name, data.train_split, validation_split, data.test_split, size)
+  keep = validation_split in ("none", "holdout")
+  return plan(fallback, "train", validation_split if keep else "auto", "test", size)
 
 
 def holdout_indices(num_train: int, size: int) -> tuple[np.ndarray, np.ndarray]:
