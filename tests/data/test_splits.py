@@ -96,3 +96,23 @@ def test_fallback_dataset_gets_a_holdout_for_a_named_validation_split():
   assert splits.plan_of(data, "mnist_5k") == splits.ValidationPlan("holdout", size=-1)
   data.validation_split = "none"
   assert splits.plan_of(data, "mnist_5k") == splits.ValidationPlan("none")
+
+
+@pytest.mark.parametrize("name", ["binarized_mnist", "mnist_5k"])
+def test_workdirs_recorded_before_splits_and_schedules_resume(tmp_path, name):
+  """A config.json without the new fields resumes under today's config of the same run."""
+  config = make_config(data__name=name)
+  recorded = workdir_lib.config_dict(config)
+  for group, field in (("data", "validation_split"), ("data", "validation_size"),
+                       ("optim", "decay_epochs"), ("optim", "decay_factor"),
+                       ("optim", "decay_rate"), ("eval", "extra_num_importance_samples")):
+    del recorded[group][field]
+  del recorded["selection"]
+  workdir_lib.write_json(str(tmp_path / workdir_lib.CONFIG_FILE), recorded)
+  if name == "binarized_mnist":  # its own validation split: the training data did not change
+    assert workdir_lib.prepare(str(tmp_path), config) == {}
+  else:  # a hold-out would change the training data: the run continues without one
+    with pytest.raises(workdir_lib.WorkdirError, match="data.validation_split"):
+      workdir_lib.prepare(str(tmp_path), config)
+    config.data.validation_split = "none"
+    assert workdir_lib.prepare(str(tmp_path), config) == {}
