@@ -20,9 +20,11 @@ from vae_jax import parallel
 from vae_jax.core import checks
 from vae_jax.data import datasets
 from vae_jax.data import pipeline
+from vae_jax.data import splits
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "step", "exponential", "iwae_3i")
+SELECTION_METRICS = ("neg_elbo", "nll")
 NONFINITE_POLICIES = ("stop", "skip")
 
 ConfigError = checks.ConfigError
@@ -166,6 +168,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _fail("data.fallback", fallback,
           f"use '' (no fallback) or one of {', '.join(datasets.EMBEDDED_DATASETS)}")
 
+  _number(config, "data.validation_size", minimum=-1, integer=True)
+  validation_plan = splits.plan_of(config.data)  # ConfigError if validation could touch test
+
   family = models.get(_get(config, "model.name"))
   family.validate(config, datasets.info(name))
   observes = family.observes(config)
@@ -177,7 +182,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
   _choice(config, "optim.optimizer", OPTIMIZERS)
   _number(config, "optim.learning_rate", minimum=0, strict=True)
-  _choice(config, "optim.schedule", SCHEDULES)
+  schedule = _choice(config, "optim.schedule", SCHEDULES)
+  decay_epochs = _get(config, "optim.decay_epochs")
+  if (not isinstance(decay_epochs, (tuple, list)) or
+      any(isinstance(e, bool) or not isinstance(e, (int, float)) or e <= 0
+          for e in decay_epochs) or list(decay_epochs) != sorted(set(decay_epochs))):
+    _fail("optim.decay_epochs", decay_epochs, "must be a tuple of increasing positive epochs, "
+          "e.g. (200, 350, 500)")
+  if schedule == "step" and not decay_epochs:
+    _fail("optim.decay_epochs", decay_epochs, "schedule 'step' needs at least one epoch")
+  _number(config, "optim.decay_factor", minimum=0, strict=True)
+  _number(config, "optim.decay_rate", minimum=0, strict=True)
   _number(config, "optim.warmup_steps", minimum=0, integer=True)
   _number(config, "optim.grad_clip_norm", minimum=0)
   _number(config, "optim.weight_decay", minimum=0)
@@ -192,7 +207,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for field in ("steps_per_dispatch", "log_every", "eval_every", "checkpoint_every",
                 "keep_checkpoints", "eval.batch_size"):
     _number(config, field, minimum=1, integer=True)
-  _boolean(config, "keep_best_checkpoint")
+  keep_best = _boolean(config, "keep_best_checkpoint")
+  metric = _choice(config, "selection.metric", SELECTION_METRICS)
+  patience = _number(config, "selection.patience", minimum=0, integer=True)
+  if (keep_best or patience) and validation_plan.kind == "none":
+    _fail("keep_best_checkpoint" if keep_best else "selection.patience",
+          keep_best if keep_best else patience, "selection needs a validation set, and "
+          "data.validation_split is 'none' here; set data.validation_split='auto' (or "
+          "'holdout'); the test split is never used to select")
+  if metric == "nll" and not _get(config, "eval.num_importance_samples_during_training"):
+    _fail("selection.metric", metric, "it needs eval.num_importance_samples_during_training "
+          "> 0 (the k of validation NLLs); or use 'neg_elbo'")
   nan_at_step = _number(config, "debug.nan_at_step", minimum=-1, integer=True)
   if nan_at_step == 0:
     _fail("debug.nan_at_step", 0, "use -1 (off) or the number of an update, >= 1")
@@ -203,6 +228,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{e}") from None
   _number(config, "eval.seed", minimum=0, integer=True)
   _number(config, "eval.num_importance_samples", minimum=0, integer=True)
+  extra = _get(config, "eval.extra_num_importance_samples")
+  if not isinstance(extra, (tuple, list)) or any(
+      isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in extra):
+    _fail("eval.extra_num_importance_samples", extra, "must be a tuple of positive integers "
+          "(the extra k of the final test NLL), e.g. (5000,)")
   _number(config, "eval.num_importance_samples_during_training", minimum=0, integer=True)
   _number(config, "eval.iwae_chunk_size", minimum=1, integer=True)
   _number(config, "eval.collapse_rate_floor", minimum=0)

@@ -296,3 +296,23 @@ def test_pixels_must_still_agree_within_a_likelihood_and_elsewhere(tmp_path):
   _write(path, results)
   with pytest.raises(tables.MixedResultsError, match="dataset.preprocessing differs"):
     tables.summarize(root)
+
+
+def test_runs_with_validation_show_it_and_pool_over_early_stopped_lengths(tmp_path):
+  """New results.json: validation figures and the selected step are columns; runs that
+  stopped early (different steps, the same planned_steps) still pool; old runs did not
+  record these and show no such columns (tested above)."""
+  root = str(tmp_path / "sweep")
+  written = _sweep(root, "objective.beta", [1.0], seeds=(0, 1, 2))
+  for i, (name, results) in enumerate(sorted(written.items())):
+    results.update(steps=200 + 10 * i, planned_steps=390,
+                   validation={"neg_elbo": 90.0 + i},
+                   selection={"checkpoint_step": 100 + 10 * i, "metric": "neg_elbo"})
+    _write(os.path.join(root, name, "results.json"), results)
+  ab = tables.summarize(root)
+  assert ab.protocol["steps"] == 390
+  assert {"validation.neg_elbo", "selection.checkpoint_step"} <= set(ab.metrics)
+  (row,) = ab.rows
+  assert row.stats["validation.neg_elbo"].mean == pytest.approx(91.0)
+  assert row.stats["selection.checkpoint_step"].mean == pytest.approx(110.0)
+  assert "validation −ELBO" in tables.to_markdown(ab)

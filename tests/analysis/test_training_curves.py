@@ -55,10 +55,10 @@ def test_training_curves_are_means_over_seeds_and_drawn(tmp_path):
   curves = plots.training_curves(ab)
   assert len(curves) == 2
   fb = curves["free bits λ=0.5"]  # tables.FIELD_NAMES spells the field
-  assert sorted(fb["test/rate"]) == [*STEPS, 390]
+  assert sorted(fb["eval/rate"]) == [*STEPS, 390]
   for step in STEPS:  # seeds 0 and 1: rates 0.5 * step / 100 and 1.0 * step / 100
-    assert np.mean(fb["test/rate"][step]) == pytest.approx(0.75 * step / 100)
-  assert "train/loss" not in fb and 50 not in fb["test/rate"]
+    assert np.mean(fb["eval/rate"][step]) == pytest.approx(0.75 * step / 100)
+  assert "train/loss" not in fb and 50 not in fb["eval/rate"]
 
   paths = plots.write_plots(ab)
   assert [os.path.basename(p) for p in paths] == ["training_curves.png"]
@@ -77,3 +77,22 @@ def test_no_curves_without_two_logged_evaluations(tmp_path):
   one = os.path.join(root, "objective.free_bits=0.0,seed=0", "metrics.jsonl")
   _write(one, json.dumps({"step": 390, "test/rate": 1.0}) + "\n")  # one evaluation only
   assert not plots.has_training_curves(tables.summarize(root))
+
+
+def test_curves_of_runs_with_validation_are_the_validation_evaluations(tmp_path):
+  """Runs since validation splits: periodic evaluations on validation, test once at the end."""
+  root = str(tmp_path / "sweep")
+  _fake_sweep(root)
+  for name in os.listdir(root):
+    path = os.path.join(root, name, "metrics.jsonl")
+    if not os.path.exists(path):
+      continue
+    with open(path, encoding="utf-8") as f:
+      lines = [json.loads(line) for line in f]
+    renamed = [{k.replace("test/", "validation/"): v for k, v in r.items()} for r in lines
+               if r["step"] != 390]
+    renamed.append({"step": 390, "test/rate": 99.0, "test/nll": 1.0})  # the final test
+    _write(path, "".join(json.dumps(r) + "\n" for r in renamed))
+  fb = plots.training_curves(tables.summarize(root))["free bits λ=0.5"]
+  assert sorted(fb["eval/rate"]) == list(STEPS)  # the test evaluation is not on the curve
+  assert np.mean(fb["eval/rate"][200]) == pytest.approx(0.75 * 2)

@@ -146,17 +146,26 @@ def plot_nll_vs_latent_dim(ab: tables.Ablation, path: str) -> None:
 
 # Panels of the training curves: (metrics.jsonl key, y label); the last panel shows the
 # IWAE NLL when the periodic evaluations estimated it, else -ELBO.
-CURVE_PANELS = (("test/active_units", "active units"), ("test/rate", "rate KL (nats)"))
+CURVE_PANELS = (("eval/active_units", "active units"), ("eval/rate", "rate KL (nats)"))
 METRICS_FILE = "metrics.jsonl"
 
 
 def _test_records(ab: tables.Ablation, name: str) -> dict[int, dict]:
-  """{step: record} of a finished member's test evaluations ({} without metrics.jsonl)."""
+  """{step: record} of a finished member's periodic evaluations, keys as "eval/KEY".
+
+  Runs evaluate on validation during training ("validation/KEY") and on test once
+  at the end; runs recorded before validation splits evaluated test periodically
+  ("test/KEY"), and their curves are read from those. {} without metrics.jsonl.
+  """
   path = os.path.join(ab.workdir, name, METRICS_FILE)
   if not os.path.exists(path):
     return {}
   from vae_jax.training import metrics  # pylint: disable=g-import-not-at-top  (clu: heavy, only here)
-  return {step: r for step, r in sorted(metrics.read_jsonl(path).items()) if "test/rate" in r}
+  records = metrics.read_jsonl(path)
+  prefix = ("validation/" if any("validation/rate" in r for r in records.values())
+            else "test/")
+  return {step: {"eval/" + k[len(prefix):]: v for k, v in r.items() if k.startswith(prefix)}
+          for step, r in sorted(records.items()) if prefix + "rate" in r}
 
 
 def training_curves(ab: tables.Ablation) -> dict[str, dict[str, dict[int, list[float]]]]:
@@ -168,7 +177,7 @@ def training_curves(ab: tables.Ablation) -> dict[str, dict[str, dict[int, list[f
     for name in row.members:
       for step, record in _test_records(ab, name).items():
         for key, value in record.items():
-          if key.startswith("test/") and isinstance(value, (int, float)):
+          if key.startswith("eval/") and isinstance(value, (int, float)):
             per_key.setdefault(key, {}).setdefault(step, []).append(float(value))
     if per_key:
       curves[label] = per_key
@@ -176,40 +185,41 @@ def training_curves(ab: tables.Ablation) -> dict[str, dict[str, dict[int, list[f
 
 
 def has_training_curves(ab: tables.Ablation) -> bool:
-  """Whether some finished member logged at least two test evaluations."""
+  """Whether some finished member logged at least two periodic evaluations."""
   return any(len(_test_records(ab, m.name)) >= 2 for m in ab.with_status("done"))
 
 
 def plot_training_curves(ab: tables.Ablation, path: str) -> None:
-  """Active units, rate and NLL (or -ELBO) at each test evaluation, mean over seeds.
+  """Active units, rate and NLL (or -ELBO) at each periodic evaluation, mean over seeds.
 
   A point is drawn only at steps every seed of the setting evaluated. The final
   evaluation usually uses more importance samples than the periodic ones; its NLL
   is then a separate marker, not joined to a curve of a looser bound.
   """
   curves = training_curves(ab)
-  nll = all(len(c.get("test/nll", {})) >= 2 for c in curves.values())
-  panels = CURVE_PANELS + ((("test/nll", "test NLL (IWAE, nats)") if nll else
-                            ("test/neg_elbo", "test −ELBO (nats)")),)
+  nll = all(len(c.get("eval/nll", {})) >= 2 for c in curves.values())
+  panels = CURVE_PANELS + ((("eval/nll", "NLL (IWAE, nats)") if nll else
+                            ("eval/neg_elbo", "−ELBO (nats)")),)
   fig = Figure(figsize=(13, 4.2), layout="constrained")
   FigureCanvasAgg(fig)
   axes = fig.subplots(1, len(panels))
-  fig.suptitle("\n".join(["Test metrics during training (mean over seeds)"]
+  fig.suptitle("\n".join(["Periodic evaluations during training: validation (test in runs "
+                          "before validation splits), mean over seeds"]
                          + textwrap.wrap(tables.summary_line(ab), 150)), fontsize=9)
   for i, (label, per_key) in enumerate(curves.items()):
-    n = max(len(v) for v in per_key["test/rate"].values())
-    ks = per_key.get("test/num_importance_samples", {})
+    n = max(len(v) for v in per_key["eval/rate"].values())
+    ks = per_key.get("eval/num_importance_samples", {})
     for ax, (key, ylabel) in zip(axes, panels):
       points = sorted((s, np.mean(v)) for s, v in per_key.get(key, {}).items() if len(v) == n)
       final = []
-      if key == "test/nll" and ks:  # split off the points scored with another k
+      if key == "eval/nll" and ks:  # split off the points scored with another k
         k_train = max({k for v in ks.values() for k in v}, key=lambda k: sum(
             k in v for v in ks.values()))
         final = [(s, y) for s, y in points if k_train not in ks.get(s, [k_train])]
         points = [(s, y) for s, y in points if (s, y) not in final]
         if final:
           k_final = sorted({k for s, _ in final for k in ks[s]})
-          ylabel = (f"test NLL (IWAE k={k_train:g}; ★ k={'/'.join(f'{k:g}' for k in k_final)})")
+          ylabel = (f"NLL (IWAE k={k_train:g}; ★ k={'/'.join(f'{k:g}' for k in k_final)})")
       if points:
         ax.plot(*zip(*points), "o-", ms=3, color=f"C{i}", label=label)
       if final:

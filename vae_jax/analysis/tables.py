@@ -51,8 +51,12 @@ LATEX_FIELD_NAMES = {"objective.beta": r"$\beta$", "model.latent_dim": "latent d
 BY_SETTING = {"model.likelihood": ("dataset.preprocessing", "unit"),
               "data.preprocessing": ("dataset.preprocessing", "unit")}
 PROTOCOL_NAMES = {"dataset.preprocessing": "pixels", "unit": "unit"}
-# (key in results["test"], Markdown header, LaTeX header, number format); a column
-# is shown when some finished run reports the key (NLL is absent when k = 0).
+# A protocol field read from another where a run records it: early stopping ends runs
+# at different steps, so runs compare by the steps they were given (older runs: steps).
+PROTOCOL_SOURCE = {"steps": "planned_steps"}
+# (key in results["test"], or a dotted path in results.json; Markdown header, LaTeX
+# header, number format); a column is shown when some finished run reports the key
+# (NLL is absent when k = 0; the validation columns, in runs before validation splits).
 METRICS = (("neg_elbo", "test −ELBO", r"test $-$ELBO", ".2f"),
            ("nll", "NLL", "NLL", ".2f"),
            ("rate", "rate", "rate", ".2f"),
@@ -60,7 +64,20 @@ METRICS = (("neg_elbo", "test −ELBO", r"test $-$ELBO", ".2f"),
            ("active_units", "active units", "active units", ".1f"),
            ("mutual_information", "MI", "MI", ".2f"),
            ("bits_per_dim", "bits/dim", "bits/dim", ".3f"),
-           ("nll_bits_per_dim", "NLL bits/dim", "NLL bits/dim", ".3f"))
+           ("nll_bits_per_dim", "NLL bits/dim", "NLL bits/dim", ".3f"),
+           ("validation.neg_elbo", "validation −ELBO", r"validation $-$ELBO", ".2f"),
+           ("selection.checkpoint_step", "selected step", "selected step", ".0f"))
+
+
+def metric_value(results: dict, key: str) -> Any:
+  """A METRICS key's value in a run's results.json (None where the run has none)."""
+  return results["test"].get(key) if "." not in key else workdir_lib.lookup(results, key)
+
+
+def protocol_value(results: dict, field: str) -> Any:
+  """A PROTOCOL field's value in a run's results.json (see PROTOCOL_SOURCE)."""
+  source = workdir_lib.lookup(results, PROTOCOL_SOURCE.get(field, field))
+  return workdir_lib.lookup(results, field) if source is None else source
 _FATAL = re.compile(r"^FATAL\b")
 _EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b")
 
@@ -229,7 +246,7 @@ def check_protocol(done: Sequence[Member], by_setting: Sequence[str] = ()) -> di
     for group in groups.values():
       holders: dict[str, list[str]] = {}
       for m in group:
-        holders.setdefault(json.dumps(workdir_lib.lookup(m.results, field)), []).append(m.name)
+        holders.setdefault(json.dumps(protocol_value(m.results, field)), []).append(m.name)
       if len(holders) > 1:
         parts = [f"{format_value(json.loads(v))} in {', '.join(names[:4])}"
                  + (f" and {len(names) - 4} more" if len(names) > 4 else "")
@@ -272,19 +289,21 @@ def summarize(workdir: str) -> Ablation:
   groups: dict[str, list[Member]] = {}
   for m in done:
     groups.setdefault(json.dumps([m.setting.get(f) for f in swept]), []).append(m)
-  metrics = tuple(key for key, *_ in METRICS if any(key in m.results["test"] for m in done))
+  metrics = tuple(key for key, *_ in METRICS
+                  if any(metric_value(m.results, key) is not None for m in done))
   rows = []
   for group in groups.values():
     if len({json.dumps(m.seed) for m in group}) < len(group):  # replicas are not seeds
       raise TableError(f"members {', '.join(m.name for m in group)} share a setting and a seed")
     stats = {}
     for key in metrics:
-      values = [m.results["test"][key] for m in group if m.results["test"].get(key) is not None]
+      values = [metric_value(m.results, key) for m in group
+                if metric_value(m.results, key) is not None]
       if values:
         stats[key] = _stat(values)
     rows.append(Row({f: group[0].setting.get(f) for f in swept}, tuple(m.name for m in group),
                     tuple(m.seed for m in group), stats,
-                    {f: workdir_lib.lookup(group[0].results, f) for f in varying}))
+                    {f: protocol_value(group[0].results, f) for f in varying}))
   rows.sort(key=lambda r: [_sort_key(r.setting[f]) for f in swept])
   epochs = tuple(sorted({m.results["epochs"] for m in done if m.results.get("epochs") is not None}))
   return Ablation(workdir, str(sweep.get("config", "")), swept, metrics, tuple(rows),

@@ -32,6 +32,7 @@ from absl import logging
 from vae_jax.data import binarized_mnist
 from vae_jax.data import idx
 from vae_jax.data import quiet_tfds
+from vae_jax.data import splits
 from vae_jax.data import tfds_files
 
 # name -> whether its pixels are already binary ({0, 1}).
@@ -89,6 +90,12 @@ class Dataset:
   source: str                       # where the arrays actually came from
   train_labels: Optional[np.ndarray] = None
   test_labels: Optional[np.ndarray] = None
+  # The validation set (see splits.py): an official split, a hold-out of train, or none.
+  validation: Optional[np.ndarray] = None
+  validation_labels: Optional[np.ndarray] = None
+  validation_source: str = "none"
+  # A hold-out's indices into the train split as loaded (before the hold-out).
+  validation_indices: Optional[np.ndarray] = None
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
@@ -102,7 +109,10 @@ class Dataset:
   def arrays(self, split: str) -> dict[str, np.ndarray]:
     """A split as a batch dict: 'image' (uint8 [N, H, W, C]) and 'label' where it has labels."""
     images, labels = {"train": (self.train, self.train_labels),
+                      "validation": (self.validation, self.validation_labels),
                       "test": (self.test, self.test_labels)}[split]
+    if images is None:
+      raise ValueError(f"{self.name} has no {split} split here (data.validation_split).")
     return {"image": images} if labels is None else {"image": images, "label": labels}
 
 
@@ -116,8 +126,26 @@ def image_shape(name: str) -> tuple[int, int, int]:
 
 
 def load(name: str, *, train_split: str = "train", test_split: str = "test",
-         data_dir: Optional[str] = None, manual_dir: Optional[str] = None) -> Dataset:
-  """Loads a dataset by name into host memory."""
+         data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
+         validation: Optional[splits.ValidationPlan] = None) -> Dataset:
+  """Loads a dataset by name into host memory, with the ``validation`` set planned (none)."""
+  dataset = _load(name, train_split, test_split, data_dir, manual_dir,
+                  validation.split if validation and validation.kind == "split" else None)
+  if validation is not None and validation.kind == "holdout":
+    keep, held = splits.holdout_indices(len(dataset.train), validation.size)
+    labels = dataset.train_labels
+    dataset = dataclasses.replace(
+        dataset, train=dataset.train[keep], validation=dataset.train[held],
+        train_labels=None if labels is None else labels[keep],
+        validation_labels=None if labels is None else labels[held],
+        validation_indices=held,
+        validation_source=f"holdout of {len(held)} from {train_split!r} "
+                          f"(seed {splits.HOLDOUT_SEED})")
+  return dataset
+
+
+def _load(name: str, train_split: str, test_split: str, data_dir: Optional[str],
+          manual_dir: Optional[str], validation_split: Optional[str]) -> Dataset:
   if name in EMBEDDED_DATASETS:
     return _EMBEDDED_LOADERS[name]()
   if name not in TFDS_DATASETS:
@@ -127,7 +155,7 @@ def load(name: str, *, train_split: str = "train", test_split: str = "test",
     files = idx.find_files(directory) if os.path.isdir(directory) else None
     if files is not None:  # the four IDX files, read as they are (no TFDS, no checksums)
       return _load_idx(name, directory, files, train_split, test_split)
-  return _load_tfds(name, train_split, test_split, data_dir, manual_dir)
+  return _load_tfds(name, train_split, test_split, data_dir, manual_dir, validation_split)
 
 
 def load_configured(data) -> tuple[Dataset, Optional[str]]:
@@ -137,7 +165,8 @@ def load_configured(data) -> tuple[Dataset, Optional[str]]:
   """
   try:
     return load(data.name, train_split=data.train_split, test_split=data.test_split,
-                data_dir=data.data_dir, manual_dir=data.manual_dir), None
+                data_dir=data.data_dir, manual_dir=data.manual_dir,
+                validation=splits.plan_of(data)), None
   except DatasetUnavailableError as e:
     if not data.fallback:
       raise
@@ -145,14 +174,14 @@ def load_configured(data) -> tuple[Dataset, Optional[str]]:
     logging.warning("\n%s\n!! DATASET %r IS UNAVAILABLE; USING %r INSTEAD.\n!! %s\n"
                     "!! results.json records the dataset actually used.\n%s",
                     bar, data.name, data.fallback, e, bar)
-    return load(data.fallback), str(e)
+    return load(data.fallback, validation=splits.plan_of(data, data.fallback)), str(e)
 
 
 # ----------------------------------------------------------------------------- TFDS
 
 
-def _load_tfds(name: str, train_split: str, test_split: str,
-               data_dir: Optional[str], manual_dir: Optional[str]) -> Dataset:
+def _load_tfds(name: str, train_split: str, test_split: str, data_dir: Optional[str],
+               manual_dir: Optional[str], validation_split: Optional[str] = None) -> Dataset:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # TF only reads files; keep it off accelerators.
@@ -180,15 +209,19 @@ def _load_tfds(name: str, train_split: str, test_split: str,
                    manual_dir)
       builder.download_and_prepare(download_config=config)
     arrays = {}
-    for split in (train_split, test_split):
-      arrays[split] = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+    for split in (train_split, test_split, validation_split):
+      if split is not None:
+        arrays[split] = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
   labels = {s: a["label"].astype(np.int32) if "label" in a else None
             for s, a in arrays.items()}
+  extra = {} if validation_split is None else dict(
+      validation=arrays[validation_split]["image"],
+      validation_labels=labels[validation_split], validation_source=f"split {validation_split!r}")
   return Dataset(
       name=name, train=arrays[train_split]["image"], test=arrays[test_split]["image"],
       binary=TFDS_DATASETS[name],
       source=f"tfds:{name}:{builder.version} ({builder.data_dir})",
-      train_labels=labels[train_split], test_labels=labels[test_split])
+      train_labels=labels[train_split], test_labels=labels[test_split], **extra)
 
 
 def _shipped_files(name: str) -> Optional[str]:

@@ -69,7 +69,7 @@ def parse_step(flag: Optional[str]) -> Union[int, str, None]:
 def load_run(workdir: str, step: Union[int, str, None] = None) -> Run:
   """Restores checkpoint ``step`` of the run in ``workdir`` (read-only for the run).
 
-  ``step``: a number, "best" (lowest test -ELBO, runs with keep_best_checkpoint)
+  ``step``: a number, "best" (best on validation, runs with keep_best_checkpoint)
   or None for the latest intact one.
   """
   workdir = os.path.abspath(workdir)

@@ -7,7 +7,8 @@ the state alone determines the rest of the run.
 
 Saves are asynchronous: orbax writes into a temporary directory, renames it
 when complete and only then removes checkpoints that fell out of the keep
-policy (the last ``keep``, plus the best by test -ELBO if asked). A checkpoint
+policy (the last ``keep``, plus the best on validation if asked: scored by the
+loop with the run's selection metric, lower is better; see selection.py). A checkpoint
 that fails to restore, or whose bytes no longer match its digest (a flipped
 byte in an array file restores "fine" otherwise), is moved to
 ``workdir/damaged_checkpoints``, never deleted, and the previous one is used.
@@ -29,7 +30,12 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 DAMAGED_DIR = "damaged_checkpoints"
-BEST_METRIC = "neg_elbo"  # lower is better
+BEST_METRIC = "validation"  # the selection score, lower is better
+LEGACY_METRIC = "neg_elbo"    # what runs before validation splits recorded (test -ELBO)
+
+
+def _score(metrics: dict[str, float]) -> float:
+  return metrics[BEST_METRIC] if BEST_METRIC in metrics else metrics[LEGACY_METRIC]
 
 
 class CheckpointError(RuntimeError):
@@ -78,14 +84,14 @@ class Checkpointer:
     policies = [ocp.checkpoint_managers.LatestN(n=keep)]
     if keep_best:
       policies.append(ocp.checkpoint_managers.BestN(
-          get_metric_fn=lambda m: m[BEST_METRIC], reverse=True, n=1,
+          get_metric_fn=_score, reverse=True, n=1,
           keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
         create=not read_only, read_only=read_only, enable_async_checkpointing=not read_only,
         cleanup_tmp_directories=not read_only,  # leftovers of saves killed midway
         preservation_policy=None if read_only else
         ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-        best_fn=(lambda m: m[BEST_METRIC]) if keep_best else None, best_mode="min")
+        best_fn=_score if keep_best else None, best_mode="min")
     self._read_only = read_only
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -98,14 +104,22 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def best_step(self) -> Optional[int]:
-    """The step with the lowest test -ELBO (the latest if none was scored)."""
+    """The step with the lowest validation score (the latest if none was scored)."""
     return self._manager.best_step()
 
+  def wait_until_finished(self) -> None:
+    """Returns when pending asynchronous saves are on disk (e.g. before best_step)."""
+    with self._write_errors():
+      self._manager.wait_until_finished()
+
   def save(self, step: int, state: Any, meta: dict[str, Any],
-           neg_elbo: Optional[float] = None) -> None:
-    """Saves a host-side (unreplicated) state; returns while orbax writes."""
+           score: Optional[float] = None) -> None:
+    """Saves a host-side (unreplicated) state; returns while orbax writes.
+
+    ``score``: the validation figure keep_best ranks checkpoints by (lower is better).
+    """
     meta = dict(meta, step=step, state_sha256=state_digest(state))
-    metrics = None if neg_elbo is None else {BEST_METRIC: float(neg_elbo)}
+    metrics = None if score is None else {BEST_METRIC: float(score)}
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               meta=ocp.args.JsonSave(meta))
     with self._write_errors():  # also reports a failure of the previous, async save

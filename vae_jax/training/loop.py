@@ -29,6 +29,7 @@ from vae_jax.pictures import images
 from vae_jax.training import checkpoints
 from vae_jax.training import metrics as metrics_lib
 from vae_jax.training import preemption
+from vae_jax.training import selection as selection_lib
 from vae_jax.training import state as state_lib
 from vae_jax.training import step as training
 from vae_jax.training import workdir as workdir_lib
@@ -115,14 +116,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   steps_per_epoch = num_train // config.batch_size
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else math.ceil(config.num_epochs * steps_per_epoch))
-  logging.info("Dataset %s (%s): %d train / %d test, preprocessing=%s; %d devices "
-               "(%d processes); %d steps of global batch %d (%d per epoch).", dataset.name,
-               dataset.source, num_train, len(dataset.test), preprocessing,
+  num_validation = 0 if dataset.validation is None else len(dataset.validation)
+  logging.info("Dataset %s (%s): %d train / %d validation (%s) / %d test, preprocessing=%s; "
+               "%d devices (%d processes); %d steps of global batch %d (%d per epoch).",
+               dataset.name, dataset.source, num_train, num_validation,
+               dataset.validation_source, len(dataset.test), preprocessing,
                parallel.device_count(), jax.process_count(), total_steps, config.batch_size,
                steps_per_epoch)
 
   model = models.build(config, dataset.info)
-  tx = state_lib.make_optimizer(config.optim, total_steps)
+  tx = state_lib.make_optimizer(config.optim, total_steps, steps_per_epoch)
   state = state_lib.create_train_state(config.seed, model, tx)
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints,
                                   keep_best=config.keep_best_checkpoint)
@@ -135,7 +138,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
         f"-1 for none: {latest}). To resume a multi-host run, the workdir must be on storage "
         f"every host sees at the same path (NFS, Filestore, a gcsfuse mount).")
   restored = ckpt.restore_latest(state)
-  meta = {"alarm_steps": [], "train_seconds": 0.0}
+  meta = {"alarm_steps": [], "train_seconds": 0.0, "selection": {}}
   if restored is not None:
     state, saved_meta = restored
     meta.update({k: saved_meta[k] for k in meta if k in saved_meta})
@@ -151,42 +154,58 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   if planned is not None:  # every check passed: only now the workdir changes
     workdir_lib.apply(planned, step)
 
+  selection = selection_lib.Selection(config.selection.metric, config.selection.patience,
+                                      meta["selection"])
   skip = config.optim.on_nonfinite == "skip"
   train_chunk = training.DataParallelTrainChunk(
       model, tx, training.spec_from_config(config, num_train, preprocessing))
-  evaluator = evaluation.Evaluator(model, preprocessing, config.eval.seed,
-                                   dataset.arrays("test"), config.eval.batch_size,
-                                   config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)
+  def evaluator(split):
+    return evaluation.Evaluator(model, preprocessing, config.eval.seed, dataset.arrays(split),
+                                config.eval.batch_size, config.eval.iwae_chunk_size,
+                                config.eval.collapse_rate_floor)
+  validator = evaluator("validation") if num_validation else None
+  tester = evaluator("test")  # evaluated once, after training, on the selected checkpoint
   train_data = parallel.replicate(dataset.arrays("train"))
   rstate = parallel.replicate(state)
   writer = metrics_lib.create_writer(workdir, is_main_process=main_process)
 
-  def evaluate(num_importance_samples):
-    summary = evaluator.evaluate(rstate.params, num_importance_samples)
-    logging.info("step %d test | %s", step, describe(summary))
-    writer.write_scalars(step, {f"test/{k}": v for k, v in evaluation.scalars(summary).items()})
-    if summary["posterior_collapse"]:
+  during = config.eval.num_importance_samples_during_training
+  periodic = {}  # step -> the validation summary of the periodic evaluation there
+  def evaluate(split, params, num_importance_samples, record=True):
+    summary = (validator if split == "validation" else tester).evaluate(
+        params, num_importance_samples)
+    logging.info("step %d %s | %s", step, split, describe(summary))
+    if not record:
+      return summary
+    writer.write_scalars(step, {f"{split}/{k}": v for k, v in evaluation.scalars(summary).items()})
+    if split == "validation":
+      periodic.clear()
+      periodic[step] = summary
+    if summary["posterior_collapse"] and split == "validation":
       meta["alarm_steps"].append(step)
       logging.warning("step %d: %s", step, summary["posterior_collapse"])
     return summary
 
-  def save():
-    neg_elbo = (evaluator.evaluate(rstate.params, 0)["neg_elbo"]
-                if config.keep_best_checkpoint else None)
+  def save(validation_summary):
+    score = None
+    if config.keep_best_checkpoint:  # scored on validation; never on test
+      score = selection.score(validation_summary or validator.evaluate(
+          rstate.params, during if config.selection.metric == "nll" else 0))
+    meta["selection"] = selection.state()
     ckpt.save(step, parallel.unreplicate(rstate), dict(
         meta, epoch=step // steps_per_epoch, step_in_epoch=step % steps_per_epoch,
-        examples_seen=step * config.batch_size), neg_elbo)
+        examples_seen=step * config.batch_size), score)
     return step
 
   pending, logged = [], []  # device metrics of dispatches not yet fetched / not yet logged
   last_log_step, interval_start = step, time.time()
   compiled, compiling = set(), False  # chunk lengths seen; a new one means a compilation
-  test_summary, saved_step = None, (step if restored is not None else None)
+  saved_step = step if restored is not None else None
   with preemption.PreemptionWatcher(ckpt.reached_preemption) as watcher, \
        contextlib.closing(ckpt), contextlib.closing(writer):
     if step < total_steps and watcher.should_stop(step):  # a stop asked during start-up
       raise preemption.Preempted(step, saved_step)
-    while step < total_steps:
+    while step < total_steps and not selection.should_stop:
       num_steps = _next_stop(step, total_steps, config) - step
       compiling |= num_steps not in compiled
       compiled.add(num_steps)
@@ -219,26 +238,49 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
         _log_train(writer, logged, step, last_log_step, total_steps, steps_per_epoch,
                    config.batch_size, now - interval_start, compiling)
         logged, last_log_step, compiling = [], step, False
-      if checkpoint:  # before a (possibly long) evaluation, so a killed evaluation loses nothing
-        saved_step = save()
-      if run_eval:
-        with (watcher.interruptible(step) if saved_step == step else contextlib.nullcontext()):
-          test_summary = evaluate(config.eval.num_importance_samples if final else
-                                  config.eval.num_importance_samples_during_training)
+      validation_summary = None
+      if run_eval and validator is not None:  # before the save, which records its score
+        validation_summary = evaluate("validation", rstate.params, during)
+        selection.update(step, validation_summary)
+      if checkpoint or selection.should_stop:
+        saved_step = save(validation_summary)
+      if selection.should_stop:
+        logging.info("Early stopping at step %d: validation %s has not improved on %.4f "
+                     "(step %d) for %d evaluations.", step, selection.metric,
+                     selection.best_value, selection.best_step, selection.patience)
       if stop and not final:
         raise preemption.Preempted(step, saved_step)
       interval_start = time.time() if log else interval_start + time.time() - now
-    if test_summary is None:  # resumed a run whose last checkpoint is its final step
-      with watcher.interruptible(step):
-        test_summary = evaluate(config.eval.num_importance_samples)
+    # The test split, once: the selected checkpoint (best on validation, or the last).
+    selected_step = step
+    if config.keep_best_checkpoint:
+      ckpt.wait_until_finished()
+      selected_step = ckpt.best_step()
+    selected = (rstate.params if selected_step == step else parallel.replicate(
+        ckpt.restore(selected_step, state)[0].params))  # state: a template
+    with watcher.interruptible(step):
+      validation_final = (None if validator is None else periodic.get(selected_step) or
+                          evaluate("validation", selected, during, record=False))
+      test_summary = evaluate("test", selected, config.eval.num_importance_samples)
+      nll_by_k = {}
+      for k in config.eval.extra_num_importance_samples:
+        nll_by_k[str(k)] = tester.evaluate(selected, k)["nll"]
+        logging.info("step %d test | NLL(k=%d) %.3f", step, k, nll_by_k[str(k)])
+      if "nll" in test_summary:
+        nll_by_k[str(config.eval.num_importance_samples)] = test_summary["nll"]
+      test_summary["nll_by_k"] = nll_by_k
+      test_summary["step"] = selected_step
 
-    params = parallel.unreplicate(rstate.params)
+    params = parallel.unreplicate(selected)
     if main_process:
       _write_pictures(writer, workdir, model, params, dataset, config, preprocessing, step)
     writer.flush()
 
   results = {
       "test": test_summary,
+      "validation": validation_final,
+      "selection": selection.report(selected_step, config.keep_best_checkpoint,
+                                    selection.should_stop),
       "posterior_collapse": {"final": test_summary["posterior_collapse"],
                              "alarm_steps": meta["alarm_steps"]},
       "unit": "nats per example" + (" (bits_per_dim: bits per dimension)"
@@ -247,8 +289,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                   "source": dataset.source, "fallback_reason": fallback_reason,
                   "preprocessing": preprocessing, "num_train": num_train,
                   "num_test": len(dataset.test), "train_split": config.data.train_split,
-                  "test_split": config.data.test_split},
-      "steps": step, "epochs": step / steps_per_epoch, "batch_size": config.batch_size,
+                  "test_split": config.data.test_split,
+                  "validation_split": config.data.validation_split,
+                  "validation_source": dataset.validation_source,
+                  "num_validation": num_validation,
+                  "validation_indices": (None if dataset.validation_indices is None
+                                         else dataset.validation_indices.tolist())},
+      "steps": step, "planned_steps": total_steps, "epochs": step / steps_per_epoch,
+      "batch_size": config.batch_size,
       "skipped_updates": (int(parallel.unreplicate(rstate.opt_state).total_notfinite)
                           if skip else 0),
       "wall_time_s": time.time() - start_time, "train_time_s": meta["train_seconds"],

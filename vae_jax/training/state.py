@@ -27,21 +27,51 @@ class TrainState:
   rng: jax.Array        # the run's base key; every draw folds in (stream, step, example)
 
 
-def learning_rate_schedule(optim: ml_collections.ConfigDict,
-                           total_steps: int) -> optax.Schedule:
+# The IWAE paper's schedule (Burda, Grosse & Salakhutdinov 2016, section 5): pass i = 0..7
+# lasts 3^i epochs at learning rate lr0 * 10^(-i/7): 3,280 epochs in all (the rate stays
+# at the last pass's value after that).
+IWAE_3I_PASSES = 8
+
+
+def iwae_3i_boundaries(steps_per_epoch: int) -> list[int]:
+  """The steps at which the "iwae_3i" schedule moves to its next pass (i = 1..7)."""
+  return [steps_per_epoch * sum(3 ** j for j in range(i)) for i in range(1, IWAE_3I_PASSES)]
+
+
+def learning_rate_schedule(optim: ml_collections.ConfigDict, total_steps: int,
+                           steps_per_epoch: int = 1) -> optax.Schedule:
+  """The learning rate at each step; the decays papers quote are in epochs.
+
+  "step": x ``decay_factor`` at each epoch of ``decay_epochs`` (pythae's VAE:
+  x10^(-1/5) at epochs 200, 350, 500, 750, 1000). "exponential": x ``decay_rate``
+  per epoch, continuously. "iwae_3i": the IWAE paper's 3^i schedule (above). A
+  linear warm-up (``warmup_steps``) precedes any of them.
+  """
   lr, warmup = optim.learning_rate, optim.warmup_steps
   if optim.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(
         0.0, lr, warmup, max(total_steps, warmup + 1))
-  if warmup:
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
-  return optax.constant_schedule(lr)
+  if optim.schedule == "step":
+    boundaries = [int(round(e * steps_per_epoch)) for e in optim.decay_epochs]
+    main = optax.piecewise_constant_schedule(
+        lr, {b: optim.decay_factor for b in boundaries})
+  elif optim.schedule == "exponential":
+    main = optax.exponential_decay(lr, transition_steps=steps_per_epoch,
+                                   decay_rate=optim.decay_rate)
+  elif optim.schedule == "iwae_3i":
+    main = optax.piecewise_constant_schedule(
+        lr, {b: 10.0 ** (-1.0 / 7.0) for b in iwae_3i_boundaries(steps_per_epoch)})
+  else:
+    main = optax.constant_schedule(lr)
+  if warmup:  # join_schedules restarts the count at the boundary: epochs count from step 0
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup),
+                                 lambda count: main(count + warmup)], [warmup])
+  return main
 
 
-def make_optimizer(optim: ml_collections.ConfigDict,
-                   total_steps: int) -> optax.GradientTransformation:
-  schedule = learning_rate_schedule(optim, total_steps)
+def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int,
+                   steps_per_epoch: int = 1) -> optax.GradientTransformation:
+  schedule = learning_rate_schedule(optim, total_steps, steps_per_epoch)
   if optim.optimizer == "adam":
     opt = optax.adam(schedule)
   elif optim.optimizer == "adamw":

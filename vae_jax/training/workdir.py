@@ -26,6 +26,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import ml_collections
 from absl import logging
 
+from vae_jax.data import splits
 from vae_jax.training import workdir_names
 
 CONFIG_FILE = "config.json"
@@ -41,7 +42,13 @@ CHANGEABLE = ("num_epochs", "num_train_steps", "steps_per_dispatch", "log_every"
               "checkpoint_every", "keep_checkpoints", "keep_best_checkpoint", "eval", "images",
               "objective", "optim.learning_rate", "optim.schedule", "optim.warmup_steps",
               "optim.weight_decay", "optim.max_consecutive_nonfinite", "data.data_dir",
-              "data.manual_dir", "data.fallback", "debug", "model.conv_impl")
+              "data.manual_dir", "data.fallback", "debug", "model.conv_impl", "selection",
+              "optim.decay_epochs", "optim.decay_factor", "optim.decay_rate")
+# Fields added since runs were first recorded, with the values that reproduce what those
+# runs did (the data fields: splits.recorded_defaults). Filled in when a config.json is read.
+ADDED_FIELDS = {"optim": {"decay_epochs": [], "decay_factor": 0.1, "decay_rate": 1.0},
+                "selection": {"metric": "neg_elbo", "patience": 0},
+                "eval": {"extra_num_importance_samples": []}}
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets",
             "tensorflow-cpu", "clu", "ml-collections", "numpy")
 
@@ -234,11 +241,24 @@ def _read_recorded(path: str) -> Optional[dict]:
   recorded = read_json(path)
   if recorded is not None:
     from vae_jax import models  # pylint: disable=g-import-not-at-top  (JAX; not for tables)
-    filled = models.upgrade_recorded(recorded)
+    filled = models.upgrade_recorded(recorded) + _fill_added(recorded)
     if filled:
       logging.info("%s predates %s: read with the values that reproduce its run.", path,
                    ", ".join(filled))
   return recorded
+
+
+def _fill_added(recorded: dict) -> list[str]:
+  """Fills in place the non-model fields a recorded config lacks; returns their names."""
+  added = dict(ADDED_FIELDS, data=splits.recorded_defaults(recorded.get("data", {})))
+  filled = []
+  for group, fields in added.items():
+    values = recorded.setdefault(group, {})
+    for field, value in fields.items():
+      if field not in values:
+        values[field] = value
+        filled.append(f"{group}.{field}")
+  return filled
 
 
 def read_json(path: str) -> Optional[dict]:
