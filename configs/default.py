@@ -43,6 +43,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.conv_impl = "auto"
 
   config.objective = ml_collections.ConfigDict()
+  # What training maximizes: "elbo" | "k_sample_elbo" (mean of k ELBOs) | "iwae" (Burda et al.'s
+  # k-sample bound); num_samples = k; gradient_estimator "reparam" | "dreg" (iwae only).
+  config.objective.name = "elbo"
+  config.objective.num_samples = 1
+  config.objective.gradient_estimator = "reparam"
   config.objective.beta = 1.0
   config.objective.warmup_steps = 0      # KL warm-up: beta ramps from 0 over these steps
   config.objective.free_bits = 0.0       # per-dimension KL floor lambda, in nats
@@ -51,7 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim = ml_collections.ConfigDict()
   config.optim.optimizer = "adam"        # "adam" | "adamw" | "sgd"
   config.optim.learning_rate = 1e-3
-  config.optim.schedule = "constant"     # "constant" | "cosine"
+  config.optim.schedule = "constant"     # "constant" | "cosine" | "iwae_3i" (Burda et al.)
+  config.optim.adam_eps = 1e-8           # adam/adamw epsilon (Burda et al.: 1e-4)
   config.optim.warmup_steps = 0          # linear learning-rate warm-up
   config.optim.grad_clip_norm = 0.0      # 0 = no clipping
   config.optim.weight_decay = 0.0        # adamw only

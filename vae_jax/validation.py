@@ -18,9 +18,10 @@ from vae_jax import parallel
 from vae_jax.core import checks
 from vae_jax.data import datasets
 from vae_jax.data import pipeline
+from vae_jax.objectives import training_objectives
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "iwae_3i")
 NONFINITE_POLICIES = ("stop", "skip")
 
 ConfigError = checks.ConfigError
@@ -154,9 +155,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _number(config, "objective.beta", minimum=0)
   _number(config, "objective.warmup_steps", minimum=0, integer=True)
   _number(config, "objective.free_bits", minimum=0)
+  if "name" in config.objective:  # runs recorded before the field existed train the ELBO
+    training_objectives.validate(config, family.build(config, datasets.info(name)))
 
   _choice(config, "optim.optimizer", OPTIMIZERS)
   _number(config, "optim.learning_rate", minimum=0, strict=True)
+  if "adam_eps" in config.optim:
+    _number(config, "optim.adam_eps", minimum=0, strict=True)
   _choice(config, "optim.schedule", SCHEDULES)
   _number(config, "optim.warmup_steps", minimum=0, integer=True)
   _number(config, "optim.grad_clip_norm", minimum=0)
