@@ -59,15 +59,15 @@ def _replicas(n, seed=0):
 
 def _per_example(name, k, n=4000):
   batch, keys = _replicas(n)
-  log_w = MODEL.log_weights(_params(), batch, keys)(jnp.arange(k))
-  return np.asarray(T.per_example(name, log_w), np.float64)
+  fn = jax.jit(lambda p, b, ks: T.per_example(name, MODEL.log_weights(p, b, ks)(jnp.arange(k))))
+  return np.asarray(fn(_params(), batch, keys), np.float64)
 
 
 def test_iwae_objective_equals_the_iwae_bound():
   batch = {"image": jnp.asarray(lg.X, jnp.float32)}
   keys = jax.random.split(jax.random.PRNGKey(3), 2)
-  _, metrics = T.loss(MODEL, _params(), batch, keys, "iwae", 7, "reparam")
-  bound = iwae.log_px(MODEL.log_weights(_params(), batch, keys), 7, chunk_size=3)
+  _, metrics = jax.jit(lambda p: T.loss(MODEL, p, batch, keys, "iwae", 7, "reparam"))(_params())
+  bound = jax.jit(lambda p: iwae.log_px(MODEL.log_weights(p, batch, keys), 7, 3))(_params())
   np.testing.assert_allclose(metrics["objective"], np.mean(bound), rtol=1e-6)
   np.testing.assert_allclose(metrics["loss"], -metrics["objective"])
 
@@ -94,7 +94,7 @@ def test_gradient_matches_finite_difference(name):
   batch = {"image": jnp.asarray(lg.X, jnp.float32)}
   keys = jax.random.split(jax.random.PRNGKey(5), 2)
   params = _params()
-  f = lambda p: T.loss(MODEL, p, batch, keys, name, 5, "reparam")[1]["objective"]
+  f = jax.jit(lambda p: T.loss(MODEL, p, batch, keys, name, 5, "reparam")[1]["objective"])
   direction = jax.tree.map(lambda v: jax.random.normal(jax.random.PRNGKey(v.size), v.shape),
                            params)
   grad = jax.grad(f)(params)
@@ -116,7 +116,7 @@ def _gradients(estimator, n=2000, k=50):
                                      estimator)[0])(params)
     return {part: jnp.concatenate([g.ravel() for g in jax.tree.leaves(grad[part])])
             for part in grad}
-  return jax.tree.map(np.asarray, jax.vmap(one)(batch["image"], keys))
+  return jax.tree.map(np.asarray, jax.jit(jax.vmap(one))(batch["image"], keys))
 
 
 def test_dreg_agrees_in_mean_with_lower_encoder_variance_at_k50():
