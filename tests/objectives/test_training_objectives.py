@@ -156,3 +156,18 @@ def test_dreg_needs_the_capability():
   T.validate(config, MODEL)
   with pytest.raises(checks.ConfigError, match="lacks log_weights_stopped_posterior"):
     T.validate(config, NoCapability())
+
+
+def test_a_run_recorded_before_the_objective_fields_resumes_unchanged(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from vae_jax.training import workdir  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  recorded = workdir.config_dict(config)
+  for field in T.ADDED_FIELDS:
+    group, key = field.split(".")
+    del recorded[group][key]
+  (tmp_path / workdir.CONFIG_FILE).write_text(json.dumps(recorded))
+  assert workdir.prepare(str(tmp_path), config) == {}   # nothing changed: it may resume
+  config.objective.name, config.objective.num_samples = "iwae", 5
+  with pytest.raises(workdir.WorkdirError, match="objective.name"):
+    workdir.prepare(str(tmp_path), config)

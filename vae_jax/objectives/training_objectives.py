@@ -39,6 +39,9 @@ ESTIMATORS = ("reparam", "dreg")
 # The optional model methods DReG needs (documented in models/interface.py; named here
 # too because objectives rank below models).
 DREG_METHODS = ("log_weights_stopped_posterior", "posterior_params")
+# Fields added to configs since runs were first recorded, with the values that reproduce them.
+ADDED_FIELDS = {"objective.name": "elbo", "objective.num_samples": 1,
+                "objective.gradient_estimator": "reparam", "optim.adam_eps": 1e-8}
 
 
 def settings(config: ml_collections.ConfigDict) -> tuple[str, int, str]:

@@ -179,7 +179,13 @@ def _read_recorded(path: str) -> Optional[dict]:
   recorded = read_json(path)
   if recorded is not None:
     from vae_jax import models  # pylint: disable=g-import-not-at-top  (JAX; not for tables)
+    from vae_jax.objectives import training_objectives  # pylint: disable=g-import-not-at-top
     filled = models.upgrade_recorded(recorded)
+    for field, value in training_objectives.ADDED_FIELDS.items():
+      group, key = field.split(".")
+      if isinstance(recorded.get(group), dict) and key not in recorded[group]:
+        recorded[group][key] = value
+        filled.append(field)
     if filled:
       logging.info("%s predates %s: read with the values that reproduce its run.", path,
                    ", ".join(filled))
