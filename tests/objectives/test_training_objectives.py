@@ -171,3 +171,8 @@ def test_a_run_recorded_before_the_objective_fields_resumes_unchanged(tmp_path):
   config.objective.name, config.objective.num_samples = "iwae", 5
   with pytest.raises(workdir.WorkdirError, match="objective.name"):
     workdir.prepare(str(tmp_path), config)
+
+
+def test_the_dreg_methods_are_the_interfaces():
+  from vae_jax.models import interface  # pylint: disable=g-import-not-at-top
+  assert T.DREG_METHODS == interface.DREG_METHODS
