@@ -3,10 +3,10 @@ r"""Tables and plots of a finished sweep: python -m experiments.tables --workdir
 One row per setting (the member's overrides without the seed), mean ± std over
 the seeds that finished, as DIR/tables/ablation.{md,csv,tex}, and the plots the
 swept fields call for in DIR/plots/. Prints the table and the members that
-failed or are missing. A sweep config with ``table_layout()`` also gets
-DIR/tables/paper_table.md: its cells laid out as a paper's table, the paper's
-figures beside ours (vae_jax/analysis/paper_table.py). Refuses (exit status 1) a sweep whose runs were trained
-or scored differently, and one with no finished member.
+failed or are missing. Refuses (exit status 1) a sweep whose runs were trained
+or scored differently, and one with no finished member. A sweep config with
+``table_layout()`` also gets DIR/tables/paper_table.md: its cells laid out as a
+paper's table, the paper's figures beside ours (vae_jax/analysis/paper_table.py).
 """
 
 import sys

@@ -59,6 +59,7 @@ class TrainSpec:
 def spec_from_config(config: ml_collections.ConfigDict, num_examples: int,
                      preprocessing: str) -> TrainSpec:
   """The TrainSpec of a (validated) config on a training set of ``num_examples``."""
+  objective, num_samples, estimator = training_objectives.settings(config)
   return TrainSpec(
       num_examples=num_examples, global_batch=config.batch_size,
       per_device_batch=parallel.per_device(config.batch_size, "batch_size"),
@@ -66,8 +67,7 @@ def spec_from_config(config: ml_collections.ConfigDict, num_examples: int,
       kl_warmup_steps=config.objective.warmup_steps,
       free_bits=config.objective.free_bits,
       skip_nonfinite=config.optim.on_nonfinite == "skip",
-      **dict(zip(("objective", "num_samples", "gradient_estimator"),
-                 training_objectives.settings(config))),
+      objective=objective, num_samples=num_samples, gradient_estimator=estimator,
       nan_at_step=config.debug.nan_at_step)
 
 
