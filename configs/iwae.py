@@ -41,7 +41,8 @@ LAYERS = {1: {"model.name": "gaussian_vae", "model.latent_dim": 50},
           2: {"model.name": "two_layer_vae", "model.latent_dim": 100}}
 
 # Burda et al. (2015), Table 1 (MNIST, dynamic binarization): test NLL (nats) and active
-# units, by (layers, objective, k). Source: arXiv:1509.00519v4, Table 1.
+# units, by (layers, objective, k). Source: arXiv:1509.00519, Table 1, quoted from memory: the
+# paper could not be opened offline; check before citing (docs/objectives.md).
 PAPER = {
     (1, "vae", 1): (86.76, "19"), (1, "vae", 5): (86.47, "20"), (1, "vae", 50): (86.35, "20"),
     (1, "iwae", 1): (86.76, "19"), (1, "iwae", 5): (85.54, "22"), (1, "iwae", 50): (84.78, "25"),
