@@ -50,6 +50,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.conv_impl = "auto"
 
   config.objective = ml_collections.ConfigDict()
+  # What training maximizes: "elbo" | "k_sample_elbo" (mean of k ELBOs) | "iwae" (Burda et al.'s
+  # k-sample bound); num_samples = k; gradient_estimator "reparam" | "dreg" (iwae only).
+  config.objective.name = "elbo"
+  config.objective.num_samples = 1
+  config.objective.gradient_estimator = "reparam"
   config.objective.beta = 1.0
   config.objective.warmup_steps = 0      # KL warm-up: beta ramps from 0 over these steps
   config.objective.free_bits = 0.0       # per-dimension KL floor lambda, in nats
@@ -60,10 +65,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.learning_rate = 1e-3
   # "constant" | "cosine" | "step" (x decay_factor at each of decay_epochs) | "exponential"
   # (x decay_rate per epoch) | "iwae_3i" (the IWAE paper's: lr x 10^(-i/7) for 3^i epochs)
+  # | "iwae_3i_stretched" (its 8 passes laid over the run in proportion 3^i: budget protocols)
   config.optim.schedule = "constant"
   config.optim.decay_epochs = ()         # "step": the epochs at which the rate is multiplied
   config.optim.decay_factor = 0.1        # "step": the factor at each of them
   config.optim.decay_rate = 1.0          # "exponential": the factor per epoch
+  config.optim.adam_eps = 1e-8           # adam/adamw epsilon (Burda et al.: 1e-4)
   config.optim.warmup_steps = 0          # linear learning-rate warm-up
   config.optim.grad_clip_norm = 0.0      # 0 = no clipping
   config.optim.weight_decay = 0.0        # adamw only

@@ -4,13 +4,16 @@ One row per setting (the member's overrides without the seed), mean ± std over
 the seeds that finished, as DIR/tables/ablation.{md,csv,tex}, and the plots the
 swept fields call for in DIR/plots/. Prints the table and the members that
 failed or are missing. Refuses (exit status 1) a sweep whose runs were trained
-or scored differently, and one with no finished member.
+or scored differently, and one with no finished member. A sweep config with
+``table_layout()`` also gets DIR/tables/paper_table.md: its cells laid out as a
+paper's table, the paper's figures beside ours (vae_jax/analysis/paper_table.py).
 """
 
 from experiments import cli  # pylint: disable=g-bad-import-order  # first: signals
 from absl import app
 from absl import flags
 
+from vae_jax.analysis import paper_table
 from vae_jax.analysis import plots
 from vae_jax.analysis import tables
 
@@ -24,6 +27,11 @@ def main(argv):
   ablation = tables.summarize(_WORKDIR.value)
   paths = tables.write_tables(ablation) + plots.write_plots(ablation)
   print(tables.to_markdown(ablation))
+  layout = paper_table.layout_of(ablation.config, _WORKDIR.value)
+  if layout is not None:  # the sweep config lays its members out as a paper's table
+    path, text = paper_table.write(_WORKDIR.value, layout)
+    print("\n" + text)
+    paths.append(path)
   counts = {s: len(ablation.with_status(s)) for s in ("done", "failed", "missing")}
   print(f"{len(ablation.members)} members: {counts['done']} done, {counts['failed']} failed, "
         f"{counts['missing']} missing.")

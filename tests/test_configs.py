@@ -54,6 +54,15 @@ ARGUMENTS = {
                                    "data.name": "cifar10", "num_train_steps": 250_000},
         "ema=false,restart=false,seed=3": {"model.ema": False, "model.restart_dead_codes": False,
                                           "seed": 3}},
+    "configs/iwae.py": {
+        "": {"model.name": "gaussian_vae", "objective.name": "iwae", "objective.num_samples": 1,
+             "num_epochs": 10, "eval.num_importance_samples": 1000},
+        "layers=2,objective=vae,k=50": {"model.name": "two_layer_vae", "model.latent_dim": 100,
+                                        "objective.name": "k_sample_elbo",
+                                        "objective.num_samples": 50},
+        "protocol=full,estimator=dreg": {"num_epochs": 3280, "eval.num_importance_samples": 5000,
+                                         "objective.gradient_estimator": "dreg"},
+        "data=dynamic": {"data.name": "mnist", "data.preprocessing": "dynamic"}},
 }
 
 

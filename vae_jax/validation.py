@@ -21,9 +21,11 @@ from vae_jax.core import checks
 from vae_jax.data import datasets
 from vae_jax.data import pipeline
 from vae_jax.data import splits
+from vae_jax.objectives import training_objectives
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "step", "exponential", "iwae_3i")
+SCHEDULES = ("constant", "cosine", "step", "exponential", "iwae_3i",
+             "iwae_3i_stretched")
 SELECTION_METRICS = ("neg_elbo", "nll")
 NONFINITE_POLICIES = ("stop", "skip")
 
@@ -179,6 +181,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _number(config, "objective.beta", minimum=0)
   _number(config, "objective.warmup_steps", minimum=0, integer=True)
   _number(config, "objective.free_bits", minimum=0)
+  if "name" in config.objective:  # runs recorded before the field existed train the ELBO
+    training_objectives.validate(config, family.build(config, datasets.info(name)))
 
   _choice(config, "optim.optimizer", OPTIMIZERS)
   _number(config, "optim.learning_rate", minimum=0, strict=True)

@@ -187,7 +187,9 @@ def summarize(terms: dict[str, Any], seed: int, rate_floor: float,
   gap = nll - neg_elbo (<= 0 in expectation: how loose the ELBO is). Every
   per-example float term is averaged under its own name (a family's own
   diagnostics included); active units and mutual information need the family's
-  ``posterior``, the per-dimension KL its ``kl_per_dim``. ``dequantized_dims``:
+  ``posterior``, the per-dimension KL its ``kl_per_dim``; with ``latent_groups``
+  active units are counted per layer (active_units_z1, ..., "16+5") and summed.
+  ``dequantized_dims``:
   the pixels per example of dequantized 8-bit data, to state the NLL in bits/dim.
   """
   mean = lambda v: float(np.mean(v, dtype=np.float64))
@@ -204,6 +206,13 @@ def summarize(terms: dict[str, Any], seed: int, rate_floor: float,
     out["active_units"] = num_active
     out["activity_per_dim"] = [float(a) for a in activity]
     out["mutual_information"] = diagnostics.mutual_information(posterior, seed)
+  if interface.LATENT_GROUPS in terms:  # several stochastic layers: units counted per layer
+    groups = {name: diagnostics.active_units(mean)
+              for name, mean in terms[interface.LATENT_GROUPS].items()}
+    out.update({f"active_units_{name}": n for name, (n, _) in groups.items()})
+    out["active_units"] = num_active = sum(n for n, _ in groups.values())
+    out["activity_per_dim"] = [float(a) for _, act in groups.values() for a in act]
+    out["active_units_by_layer"] = "+".join(str(n) for n, _ in groups.values())
   if "log_px" in terms:
     out["nll"] = -mean(terms["log_px"])
     out["gap"] = out["nll"] - out["neg_elbo"]

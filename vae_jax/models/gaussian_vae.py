@@ -167,6 +167,17 @@ class GaussianVAE(interface.Model):
     return iwae.gaussian_log_weights(self.posterior(params, batch),
                                      self.log_likelihood(params, batch), keys)
 
+  def log_weights_stopped_posterior(self, params, batch: interface.Batch,
+                                    keys: jax.Array) -> interface.LogWeights:
+    """The DReG capability (interface.DREG_METHODS): log q scored with stopped parameters."""
+    return iwae.gaussian_log_weights(self.posterior(params, batch),
+                                     self.log_likelihood(params, batch), keys,
+                                     stop_posterior=True)
+
+  def posterior_params(self, params) -> interface.Params:
+    """True for q(z|x)'s parameters (the encoder), False for p(x|z)'s."""
+    return {k: jax.tree.map(lambda _, enc=(k == "enc"): enc, v) for k, v in params.items()}
+
   def terms_and_log_weights(self, params, batch: interface.Batch, keys: jax.Array,
                             importance_keys: jax.Array):
     q = self.posterior(params, batch)  # one encoder pass for both

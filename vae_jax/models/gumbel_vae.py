@@ -82,6 +82,8 @@ class CategoricalVAE(nn.Module):
 @dataclasses.dataclass(frozen=True)
 class GumbelVAE(interface.Model):
   """The family's model (see the module docstring); hashable, so a static jit argument."""
+  reparameterized_log_weights = False  # discrete codes: see interface.Model
+
   module: CategoricalVAE
   initial_temperature: float = 1.0
   min_temperature: float = 0.5

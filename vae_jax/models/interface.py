@@ -57,10 +57,26 @@ LogWeights = Callable[[jax.Array], jax.Array]
 REQUIRED_TERMS = ("elbo", "rate", "distortion")
 KL_PER_DIM = "kl_per_dim"       # [B, d]: free bits, per-dimension KL in the evaluation
 POSTERIOR = "posterior"         # a distribution with .mean, .sample(keys), .log_prob(z)
+# {layer name: E_q[u|x] [B, d_layer]}: a family with several stochastic layers gives each
+# layer's posterior mean, and active units are counted per layer (Burda et al.'s "16+5").
+LATENT_GROUPS = "latent_groups"
+
+# Optional methods for the DReG gradient (objective.gradient_estimator="dreg"):
+#   log_weights_stopped_posterior(params, batch, keys) -> LogWeights
+#       as ``log_weights``, but log q(z|x) scored with q's parameters stop-gradiented
+#       (the draws z keep their reparameterized path to them);
+#   posterior_params(params) -> a pytree of bools like params: True for q's parameters.
+DREG_METHODS = ("log_weights_stopped_posterior", "posterior_params")
 
 
 class Model(abc.ABC):
   """What one family's model provides. See the module docstring for the rules."""
+
+  # Whether the gradient of ``log_weights`` with respect to params is the reparameterized
+  # gradient of the k-sample bounds, so that the k-sample training objectives
+  # (objectives/training_objectives.py) may train on it. False where the draws are discrete
+  # (exact categorical draws, codebook lookups): there the bound has no such gradient.
+  reparameterized_log_weights = True
 
   @property
   @abc.abstractmethod

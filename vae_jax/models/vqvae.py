@@ -155,6 +155,8 @@ class VQVAE(interface.Model):
   ``state``: 'usage' [K] (EMA of uses per example) and, with EMA, 'cluster_size' [K]
   and 'embed_sum' [K, D]; touched only by ``after_update``.
   """
+  reparameterized_log_weights = False  # discrete codes: see interface.Model
+
   module: VQNet
   num_codes: int
   ema: bool = False

@@ -27,7 +27,7 @@ from vae_jax.core import likelihoods
 
 Terms = dict[str, jax.Array]
 # Terms that are not per-example scalars to average into metrics.
-_NOT_REPORTED = ("kl_per_dim", "posterior")
+_NOT_REPORTED = ("kl_per_dim", "posterior", "latent_groups")
 
 
 def gaussian_elbo_terms(q: D.DiagonalGaussian, log_likelihood: Callable[[jax.Array], jax.Array],

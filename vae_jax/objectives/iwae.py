@@ -47,15 +47,26 @@ def log_px(log_weights: LogWeights, num_samples: int, chunk_size: int) -> jax.Ar
 
 
 def gaussian_log_weights(q: D.DiagonalGaussian, log_likelihood: Callable[[jax.Array], jax.Array],
-                         keys: jax.Array) -> LogWeights:
+                         keys: jax.Array, stop_posterior: bool = False) -> LogWeights:
   """Log-weights for a diagonal-Gaussian q(z|x) [B, d] and the N(0, I) prior.
 
   ``log_likelihood``: z [B, c, d] -> log p(x|z) [B, c]; ``keys``: [B] per example.
+  ``stop_posterior``: score log q(z|x) with q's parameters stop-gradiented (the
+  draws z still carry them): what the DReG estimator differentiates.
   """
-  scored = q.expand_samples()
+  scored = (jax.lax.stop_gradient(q) if stop_posterior else q).expand_samples()
 
   def log_weights(sample_ids: jax.Array) -> jax.Array:
     z = q.sample_indexed(keys, sample_ids)                          # [B, c, d]
     log_pz = jnp.sum(D.standard_normal_log_prob_per_dim(z), -1)
     return log_likelihood(z) + log_pz - scored.log_prob(z)
   return log_weights
+
+
+def bound(log_w: jax.Array) -> jax.Array:
+  """log (1/k) sum_i exp(log_w_i) over the last axis: the k-sample IWAE bound of one draw.
+
+  ``log_w`` [B, k] in nats; log-sum-exp keeps it finite when the weights are
+  exp(-100s), as they are for images.
+  """
+  return jax.nn.logsumexp(log_w, axis=-1) - math.log(log_w.shape[-1])

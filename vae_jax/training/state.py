@@ -27,6 +27,21 @@ class TrainState:
   rng: jax.Array        # the run's base key; every draw folds in (stream, step, example)
 
 
+def iwae_3i_stretched_schedule(lr: float, total_steps: int, stages: int = 8) -> optax.Schedule:
+  """"iwae_3i_stretched": the 3^i schedule stretched onto ``total_steps``: stage i = 0..7 takes
+  3^i / sum_j 3^j of the steps at lr * 10^(-i/7) (their 3^i epochs of 3,280 at lr 0.001).
+
+  Given as fractions of the run, a shorter run keeps the schedule's shape.
+  """
+  weights = [3**i for i in range(stages)]
+  bounds, done = [], 0
+  for w in weights[:-1]:
+    done += w
+    bounds.append(max(1, round(total_steps * done / sum(weights))))
+  return optax.join_schedules(
+      [optax.constant_schedule(lr * 10 ** (-i / (stages - 1))) for i in range(stages)], bounds)
+
+
 # The IWAE paper's schedule (Burda, Grosse & Salakhutdinov 2016, section 5): pass i = 0..7
 # lasts 3^i epochs at learning rate lr0 * 10^(-i/7): 3,280 epochs in all (the rate stays
 # at the last pass's value after that).
@@ -44,10 +59,13 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, total_steps: int,
 
   "step": x ``decay_factor`` at each epoch of ``decay_epochs`` (pythae's VAE:
   x10^(-1/5) at epochs 200, 350, 500, 750, 1000). "exponential": x ``decay_rate``
-  per epoch, continuously. "iwae_3i": the IWAE paper's 3^i schedule (above). A
+  per epoch, continuously. "iwae_3i": the IWAE paper's 3^i schedule (above);
+  "iwae_3i_stretched": its shape laid over a run of any length (budget protocols). A
   linear warm-up (``warmup_steps``) precedes any of them.
   """
   lr, warmup = optim.learning_rate, optim.warmup_steps
+  if optim.schedule == "iwae_3i_stretched":
+    return iwae_3i_stretched_schedule(lr, total_steps)
   if optim.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(
         0.0, lr, warmup, max(total_steps, warmup + 1))
@@ -73,9 +91,10 @@ def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int,
                    steps_per_epoch: int = 1) -> optax.GradientTransformation:
   schedule = learning_rate_schedule(optim, total_steps, steps_per_epoch)
   if optim.optimizer == "adam":
-    opt = optax.adam(schedule)
+    opt = optax.adam(schedule, eps=optim.get("adam_eps", 1e-8))
   elif optim.optimizer == "adamw":
-    opt = optax.adamw(schedule, weight_decay=optim.weight_decay)
+    opt = optax.adamw(schedule, eps=optim.get("adam_eps", 1e-8),
+                      weight_decay=optim.weight_decay)
   else:
     opt = optax.sgd(schedule)
   if optim.grad_clip_norm > 0:

@@ -4,7 +4,8 @@
 optimizer steps in one ``lax.scan`` (Python does not run per step), reading its
 batches from the dataset already on the device (a dict: uint8 "image" and, where
 the dataset has them, "label"), asking the model for its per-example terms
-(``Model.terms``) and the objective for the loss, and averages gradients
+(``Model.terms``, or its log-weights for a k-sample objective) and the objective
+(``config.objective.name``) for the loss, and averages gradients
 over the devices (``parallel.mean`` on ``parallel.AXIS_NAME``). ``parallel``
 maps it over devices; nothing here knows how many there are. A family with state
 that is not trained by gradients (an EMA codebook: ``interface.AFTER_UPDATE``)
@@ -32,6 +33,7 @@ from vae_jax import parallel
 from vae_jax.data import pipeline
 from vae_jax.models import interface
 from vae_jax.objectives import elbo
+from vae_jax.objectives import training_objectives
 from vae_jax.training import state as state_lib
 
 
@@ -46,6 +48,9 @@ class TrainSpec:
   kl_warmup_steps: int
   free_bits: float
   skip_nonfinite: bool = False
+  objective: str = "elbo"          # training_objectives.OBJECTIVES
+  num_samples: int = 1
+  gradient_estimator: str = "reparam"
   nan_at_step: int = -1   # fault injection for tests: update N's loss becomes NaN
 
   @property
@@ -56,6 +61,7 @@ class TrainSpec:
 def spec_from_config(config: ml_collections.ConfigDict, num_examples: int,
                      preprocessing: str) -> TrainSpec:
   """The TrainSpec of a (validated) config on a training set of ``num_examples``."""
+  objective, num_samples, estimator = training_objectives.settings(config)
   return TrainSpec(
       num_examples=num_examples, global_batch=config.batch_size,
       per_device_batch=parallel.per_device(config.batch_size, "batch_size"),
@@ -63,6 +69,7 @@ def spec_from_config(config: ml_collections.ConfigDict, num_examples: int,
       kl_warmup_steps=config.objective.warmup_steps,
       free_bits=config.objective.free_bits,
       skip_nonfinite=config.optim.on_nonfinite == "skip",
+      objective=objective, num_samples=num_samples, gradient_estimator=estimator,
       nan_at_step=config.debug.nan_at_step)
 
 
@@ -108,10 +115,15 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
     beta = elbo.beta_at(state.step, spec.beta, spec.kl_warmup_steps)
 
     def loss_fn(params):
-      terms = interface.training_terms(model, params, batch, latent_keys, state.step)
-      if spec.preprocessing == "dequantize":
-        terms = elbo.add_bits_per_dim(terms, math.prod(batch["image"].shape[1:]))
-      loss, metrics = elbo.training_loss(terms, beta, spec.free_bits, axis)
+      if spec.objective != "elbo":  # a bound of k log-weights (objectives/training_objectives)
+        loss, metrics = training_objectives.loss(model, params, batch, latent_keys,
+                                                 spec.objective, spec.num_samples,
+                                                 spec.gradient_estimator)
+      else:
+        terms = interface.training_terms(model, params, batch, latent_keys, state.step)
+        if spec.preprocessing == "dequantize":
+          terms = elbo.add_bits_per_dim(terms, math.prod(batch["image"].shape[1:]))
+        loss, metrics = elbo.training_loss(terms, beta, spec.free_bits, axis)
       if spec.nan_at_step > 0:
         loss = loss * jnp.where(state.step + 1 == spec.nan_at_step, jnp.nan, 1.0)
         metrics["loss"] = loss

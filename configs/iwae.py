@@ -1,0 +1,109 @@
+r"""Burda, Grosse & Salakhutdinov (2015), "Importance Weighted Autoencoders", Table 1.
+
+One cell of the table per config argument; the sweep (``sweep()``) is the whole
+table: k in {1, 5, 50} x {VAE, IWAE} x {1, 2 stochastic layers}.
+
+  layers=1   784-200-200-50 (gaussian_vae: 2 tanh layers of 200, 50 latents)
+  layers=2   784-200-200-100-100-100-50 (two_layer_vae)
+  objective  vae (k_sample_elbo: the mean of k ELBOs) | iwae (the k-sample bound)
+  k          samples per example in training (1, 5, 50)
+  estimator  reparam | dreg (IWAE's encoder gradient, Tucker et al. 2018; not in the paper)
+  protocol   full: the paper's 3^i epochs at 0.001 * 10^(-i/7), i = 0..7 (3,280 epochs)
+             budget: BUDGET_EPOCHS epochs, the same schedule shape (optim.schedule="iwae_3i_stretched"
+             lays the 8 stages over the run in proportion 3^i), test NLL with k = 1,000
+  data       static: the official binarized MNIST (50,000 train, 10,000 test; here offline)
+             dynamic: grayscale MNIST's 60,000 training images, binarized afresh each
+             epoch (the paper's Table 1; needs TFDS `mnist` or its IDX files in manual_dir)
+
+Batch 20, Adam (0.9, 0.999, eps 1e-4), test NLL with k = 5,000 (full), active units by
+Cov_x(E_q[u]) > 1e-2 (evaluation.diagnostics), one stochastic layer at a time.
+
+  # the whole table, budget protocol, on this machine (docs/iwae.md):
+  python -m experiments.sweep --config=configs/iwae.py --workdir=workdirs/iwae_table \
+      --config.data.manual_dir=../shared/data/binarized_mnist
+  python -m experiments.tables --workdir=workdirs/iwae_table
+  # the paper's protocol (GPU/TPU):
+  python -m experiments.sweep --config=configs/iwae.py:protocol=full \
+      --workdir=workdirs/iwae_table_full --config.data.manual_dir=../shared/data/binarized_mnist
+"""
+
+import ml_collections
+
+from configs import common
+from configs import default
+
+FULL_EPOCHS = 3280          # sum of 3^i, i = 0..7
+BUDGET_EPOCHS = 10          # sized for the whole table in about 2 h on a 2-core CPU (docs/iwae.md)
+BUDGET_NLL_SAMPLES = 1000   # the budget's test NLL: k = 5,000 would take ~2 h more
+KS = (1, 5, 50)
+OBJECTIVES = {"vae": "k_sample_elbo", "iwae": "iwae"}
+LAYERS = {1: {"model.name": "gaussian_vae", "model.latent_dim": 50},
+          2: {"model.name": "two_layer_vae", "model.latent_dim": 100}}
+
+# Burda et al. (2015), Table 1 (MNIST, dynamic binarization): test NLL (nats) and active
+# units, by (layers, objective, k). Source: arXiv:1509.00519, Table 1, quoted from memory: the
+# paper could not be opened offline; check before citing (docs/objectives.md).
+PAPER = {
+    (1, "vae", 1): (86.76, "19"), (1, "vae", 5): (86.47, "20"), (1, "vae", 50): (86.35, "20"),
+    (1, "iwae", 1): (86.76, "19"), (1, "iwae", 5): (85.54, "22"), (1, "iwae", 50): (84.78, "25"),
+    (2, "vae", 1): (85.33, "16+5"), (2, "vae", 5): (85.01, "17+5"),
+    (2, "vae", 50): (84.78, "17+5"), (2, "iwae", 1): (85.33, "16+5"),
+    (2, "iwae", 5): (83.89, "21+5"), (2, "iwae", 50): (82.90, "28+4"),
+}
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
+  args = common.parse_arg(
+      arg, file=__file__, layers=common.OneOf("1", ("1", "2")),
+      objective=common.OneOf("iwae", tuple(OBJECTIVES)), k=1,
+      estimator=common.OneOf("reparam", ("reparam", "dreg")),
+      protocol=common.OneOf("budget", ("budget", "full")),
+      data=common.OneOf("static", ("static", "dynamic")))
+  config = default.get_config()
+  if args.data == "dynamic":
+    config.data.name, config.data.preprocessing = "mnist", "dynamic"
+    config.data.fallback = ""
+  config.model.encoder = config.model.decoder = "mlp"
+  config.model.width, config.model.depth, config.model.activation = 200, 2, "tanh"
+  config.model.top_latent_dim, config.model.top_width = 50, 100   # the second layer's
+  config.update_from_flattened_dict(LAYERS[int(args.layers)])
+  config.objective.name = OBJECTIVES[args.objective]
+  config.objective.num_samples = args.k
+  config.objective.gradient_estimator = args.estimator
+  config.objective.kl_estimator = "mc"
+  config.optim.learning_rate, config.optim.adam_eps = 1e-3, 1e-4
+  config.optim.schedule = "iwae_3i" if args.protocol == "full" else "iwae_3i_stretched"
+  config.batch_size = 20
+  config.num_epochs = FULL_EPOCHS if args.protocol == "full" else BUDGET_EPOCHS
+  config.steps_per_dispatch = 500
+  config.log_every = 2500
+  config.eval_every = config.checkpoint_every = 25000
+  config.eval.num_importance_samples = 5000 if args.protocol == "full" else BUDGET_NLL_SAMPLES
+  config.eval.num_importance_samples_during_training = 0
+  config.eval.batch_size = 500
+  config.images.num_reconstructions = config.images.num_samples = 0
+  return config
+
+
+def sweep() -> list[dict]:
+  """The table's 12 cells: k x {VAE, IWAE} x {1, 2 layers}, as overrides of get_config()."""
+  return [{**LAYERS[layers], "objective.name": OBJECTIVES[objective],
+           "objective.num_samples": k}
+          for layers in LAYERS for objective in OBJECTIVES for k in KS]
+
+
+def table_layout() -> dict:
+  """The paper's layout for experiments.tables (vae_jax/analysis/paper_table.py)."""
+  objectives = {v: k for k, v in OBJECTIVES.items()}
+  names = {layers: LAYERS[layers]["model.name"] for layers in LAYERS}
+  return {
+      "rows": "objective.num_samples", "columns": "objective.name", "blocks": "model.name",
+      "labels": {"objective.num_samples": {"__name__": "k"},
+                 "objective.name": {OBJECTIVES["vae"]: "VAE", OBJECTIVES["iwae"]: "IWAE"},
+                 "model.name": {names[1]: "1 stochastic layer", names[2]: "2 stochastic layers"}},
+      "metrics": [(("nll",), "NLL", ".2f"),
+                  (("active_units_by_layer", "active_units"), "active units", "")],
+      "reference": {(names[layers], OBJECTIVES[objective], k): [f"{nll:.2f}", units]
+                    for (layers, objective, k), (nll, units) in PAPER.items()},
+      "reference_name": "Burda et al. 2015, Table 1: dynamically binarized MNIST",
+  }
