@@ -37,7 +37,7 @@ def test_the_sweep_is_the_tables_cells_and_every_cell_validates():
 
 def test_the_3i_schedule_keeps_its_shape_on_any_length():
   for total in (3280, 32800, 100):
-    schedule = state_lib.iwae_3i_schedule(1e-3, total)
+    schedule = state_lib.iwae_3i_stretched_schedule(1e-3, total)
     lrs = np.asarray(jax.vmap(schedule)(jnp.arange(total)))
     levels = 1e-3 * 10 ** (-np.arange(8) / 7)
     for i, level in enumerate(levels):
