@@ -29,9 +29,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_jax.core import checks
+
 # "lax": nn.Conv / nn.ConvTranspose (XLA's convolutions); "matmul": this module's
 # forms; "auto": "matmul" on the CPU backend, "lax" elsewhere (resolve_conv_impl).
 CONV_IMPLS = ("auto", "lax", "matmul")
+
+
+def check_stages(depth: int, image_shape: Sequence[int], data_name: str) -> None:
+  """Refuses (naming model.depth) stride-2 stages that would not halve the images evenly."""
+  height, width = image_shape[0], image_shape[1]
+  if height % 2**depth or width % 2**depth:
+    checks.fail("model.depth", depth, f"conv stages halve the {height}x{width} images of "
+                f"{data_name!r} {depth} times; the size must divide by 2**depth")
 
 
 def resolve_conv_impl(conv_impl: str, backend: str | None = None) -> str:

@@ -237,10 +237,7 @@ def validate(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> None
   if "conv" in (encoder, decoder):
     if depth < 1:
       checks.fail("model.depth", depth, "a conv encoder/decoder needs at least 1 stage")
-    height, width, _ = data.image_shape
-    if height % 2**depth or width % 2**depth:
-      checks.fail("model.depth", depth, f"conv stages halve the {height}x{width} images of "
-                  f"{data.name!r} {depth} times; the size must divide by 2**depth")
+    convolutions.check_stages(depth, data.image_shape, data.name)
 
 
 def build(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> GaussianVAE:

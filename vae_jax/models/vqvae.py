@@ -348,10 +348,7 @@ def validate(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> None
   if checks.get(config, "objective.free_bits") > 0:
     checks.fail("objective.free_bits", config.objective.free_bits,
                 "must be 0 for vqvae: its rate is the constant P log K, with no per-dimension KL")
-  height, width, _ = data.image_shape
-  if height % 2**depth or width % 2**depth:
-    checks.fail("model.depth", depth, f"conv stages halve the {height}x{width} images of "
-                f"{data.name!r} {depth} times; the size must divide by 2**depth")
+  convolutions.check_stages(depth, data.image_shape, data.name)
 
 
 def build(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> VQVAE:
