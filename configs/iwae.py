@@ -18,7 +18,7 @@ table: k in {1, 5, 50} x {VAE, IWAE} x {1, 2 stochastic layers}.
 Batch 20, Adam (0.9, 0.999, eps 1e-4), test NLL with k = 5,000 (full), active units by
 Cov_x(E_q[u]) > 1e-2 (evaluation.diagnostics), one stochastic layer at a time.
 
-  # the whole table, budget protocol, on this machine (docs/iwae.md):
+  # the whole table, budget protocol, on this machine (docs/objectives.md):
   python -m experiments.sweep --config=configs/iwae.py --workdir=workdirs/iwae_table \
       --config.data.manual_dir=../shared/data/binarized_mnist
   python -m experiments.tables --workdir=workdirs/iwae_table
@@ -33,7 +33,7 @@ from configs import common
 from configs import default
 
 FULL_EPOCHS = 3280          # sum of 3^i, i = 0..7
-BUDGET_EPOCHS = 10          # sized for the whole table in about 2 h on a 2-core CPU (docs/iwae.md)
+BUDGET_EPOCHS = 10          # sized for the whole table in about 2 h on a 2-core CPU (docs/objectives.md)
 BUDGET_NLL_SAMPLES = 1000   # the budget's test NLL: k = 5,000 would take ~2 h more
 KS = (1, 5, 50)
 OBJECTIVES = {"vae": "k_sample_elbo", "iwae": "iwae"}
