@@ -46,6 +46,7 @@ USER_ERRORS = {
     "vae_jax.data.binarized_mnist": ("EmbeddedDataError",),
     "vae_jax.training.step": ("NonFiniteError",),
     "vae_jax.training.checkpoints": ("CheckpointError",),
+    "vae_jax.training.metrics": ("MetricsError",),
     "vae_jax.analysis.sweeps": ("SweepError",),
     "vae_jax.analysis.tables": ("TableError",),
 }

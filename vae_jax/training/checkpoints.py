@@ -29,6 +29,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from vae_jax.training import write_errors
+
 DAMAGED_DIR = "damaged_checkpoints"
 BEST_METRIC = "validation"  # the selection score, lower is better
 LEGACY_METRIC = "neg_elbo"    # what runs before validation splits recorded (test -ELBO)
@@ -53,12 +55,6 @@ def _quiet_orbax() -> None:
   logger = py_logging.getLogger("absl")
   if not any(isinstance(f, _OrbaxInfoFilter) for f in logger.filters):
     logger.addFilter(_OrbaxInfoFilter())
-
-
-def _brief(error: Exception, limit: int = 400) -> str:
-  """The error's type and first line, middle elided (the OS reason is at the end)."""
-  text = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-  return text if len(text) <= limit else f"{text[:limit // 3]} ... {text[-2 * limit // 3:]}"
 
 
 def state_digest(state: Any) -> str:
@@ -137,10 +133,9 @@ class Checkpointer:
       raise
     except Exception as e:  # pylint: disable=broad-except
       complete = sorted(int(d) for d in os.listdir(self.directory) if d.isdigit())
-      free = shutil.disk_usage(self.directory).free
       raise CheckpointError(
-          f"Writing a checkpoint in {self.directory} failed ({_brief(e)}; "
-          f"{free / 2**20:.1f} MiB free on its disk now). Complete "
+          f"Writing a checkpoint in {self.directory} failed ({write_errors.brief(e)}; "
+          f"{write_errors.free_mib(self.directory)}). Complete "
           f"checkpoints are untouched: "
           f"{complete}. Fix the cause (e.g. free disk space) and rerun the same command "
           f"to resume.") from e
@@ -168,7 +163,7 @@ class Checkpointer:
       try:
         restored = self.restore(step, template)
       except Exception as e:  # pylint: disable=broad-except  # any failure = unusable
-        failures.append((step, _brief(e)))
+        failures.append((step, write_errors.brief(e)))
         denied.append(isinstance(e, PermissionError))
         continue
       for bad_step, reason in failures:

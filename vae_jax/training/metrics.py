@@ -17,6 +17,8 @@ from typing import Any, Mapping
 import numpy as np
 from clu import metric_writers
 
+from vae_jax.training import write_errors
+
 
 class JsonlWriter(metric_writers.MetricWriter):
   """Appends scalars to a JSON-lines file; other summary kinds are not stored."""
@@ -81,10 +83,69 @@ def read_jsonl(path: str) -> dict[int, dict[str, Any]]:
 
 
 def create_writer(workdir: str, *, is_main_process: bool = True) -> metric_writers.MetricWriter:
-  """TensorBoard events + metrics.jsonl in the workdir (nothing on other processes)."""
+  """TensorBoard events + metrics.jsonl in the workdir (nothing on other processes).
+
+  A failed write raises MetricsError, whose message names the workdir, the OS reason
+  and the free space.
+  """
   if not is_main_process:
     return metric_writers.MultiWriter([])
-  return metric_writers.AsyncMultiWriter([
+  return _ReportedErrors(metric_writers.AsyncMultiWriter([
       metric_writers.SummaryWriter(workdir),
       JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
-  ])
+  ]), workdir)
+
+
+class MetricsError(Exception):
+  """Writing metrics failed (full disk, I/O error); checkpoints are not affected."""
+
+
+class _ReportedErrors(metric_writers.MetricWriter):
+  """Turns the writers' failures (raised late, from clu's background thread) into MetricsError.
+
+  Without it a full disk met by TensorBoard's flush reads "AsyncError: ... WriteSummary",
+  while the same disk met by orbax a moment later reads as a clear CheckpointError.
+  """
+
+  def __init__(self, writer: metric_writers.MetricWriter, workdir: str):
+    self._writer, self._workdir = writer, workdir
+
+  def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    try:
+      return getattr(self._writer, method)(*args, **kwargs)
+    except Exception as e:  # pylint: disable=broad-except  # any failed write
+      raise MetricsError(
+          f"Writing metrics in {self._workdir} failed "
+          f"({write_errors.brief(write_errors.root_cause(e))}; "
+          f"{write_errors.free_mib(self._workdir)}). Checkpoints are not affected: fix the "
+          f"cause (e.g. free disk space) and rerun the same command to resume.") from e
+
+  def write_summaries(self, step, values, metadata=None):
+    self._call("write_summaries", step, values, metadata)
+
+  def write_scalars(self, step, scalars):
+    self._call("write_scalars", step, scalars)
+
+  def write_images(self, step, images):
+    self._call("write_images", step, images)
+
+  def write_videos(self, step, videos):
+    self._call("write_videos", step, videos)
+
+  def write_audios(self, step, audios, *, sample_rate):
+    self._call("write_audios", step, audios, sample_rate=sample_rate)
+
+  def write_texts(self, step, texts):
+    self._call("write_texts", step, texts)
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    self._call("write_histograms", step, arrays, num_buckets)
+
+  def write_hparams(self, hparams):
+    self._call("write_hparams", hparams)
+
+  def flush(self):
+    self._call("flush")
+
+  def close(self):
+    self._call("close")
