@@ -31,12 +31,13 @@ BAD = [
     ("objective.beta", float("inf"), "finite"),
     ("optim.learning_rate", float("nan"), "finite"),
     ("model.name", "nosuch", "'gaussian_vae'"),
+    ("model.activation", "gated", "need model.encoder and model.decoder 'mlp'"),  # conv below
 ]
 
 
 def _config(field, value):
   config = default.get_config()
-  if field == "model.depth":
+  if field == "model.depth" or (field, value) == ("model.activation", "gated"):
     config.model.encoder = "conv"
   if field == "data.preprocessing":
     config.data.name = "mnist"

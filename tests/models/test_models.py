@@ -70,6 +70,24 @@ def test_default_model_is_the_classic_mlp_vae():
   assert params["dec"]["out"]["kernel"].shape == (500, 784)
 
 
+def test_gated_layers_are_the_linear_part_times_the_sigmoid_of_the_gate():
+  """The VampPrior paper's GatedDense: h = (W x + b) * sigmoid(V x + c), in both nets."""
+  config = default.get_config()
+  config.model.activation, config.model.width, config.model.depth = "gated", 6, 1
+  model = _build(config, (4, 4, 1))
+  params = model.init(jax.random.PRNGKey(0))
+  enc = params["enc"]
+  assert enc["hidden_0_gate"]["kernel"].shape == enc["hidden_0"]["kernel"].shape == (16, 6)
+  assert params["dec"]["hidden_0_gate"]["kernel"].shape == (config.model.latent_dim, 6)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (3, 4, 4, 1))
+  flat = x.reshape(3, -1)
+  dense = lambda p, v: v @ p["kernel"] + p["bias"]
+  h = dense(enc["hidden_0"], flat) * jax.nn.sigmoid(dense(enc["hidden_0_gate"], flat))
+  q = model.posterior(params, {"image": x})
+  np.testing.assert_allclose(q.mean, dense(enc["mean"], h), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(q.logvar, dense(enc["logvar"], h), rtol=1e-5, atol=1e-6)
+
+
 def test_terms_are_the_elbo_of_the_posterior_and_likelihood_the_model_exposes():
   """elbo = log p(x|z) - KL at the z drawn from each example's key; IWAE weights agree."""
   config = default.get_config()

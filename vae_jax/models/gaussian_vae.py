@@ -3,7 +3,7 @@
 Config (``config.model``, with ``name = "gaussian_vae"``):
   encoder     "mlp" | "conv" | "global" (one q(z) for every x: no amortization)
   decoder     "mlp" | "conv" | "autoregressive" (p(x_i | x_<i, z), binary images)
-  latent_dim, width, depth, activation
+  latent_dim, width, depth, activation ("gated": gated dense layers, mlp only)
   conv_impl   how the conv encoder and decoder compute their convolutions:
               "lax" (nn.Conv, nn.ConvTranspose) | "matmul" (the same layers as
               matrix products, the transposed ones in sub-pixel form:
@@ -219,7 +219,11 @@ def validate(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> None
   checks.number(config, "model.latent_dim", minimum=1, integer=True)
   checks.number(config, "model.width", minimum=1, integer=True)
   depth = checks.number(config, "model.depth", minimum=0, integer=True)
-  checks.choice(config, "model.activation", layers.ACTIVATIONS)
+  activation = checks.choice(config, "model.activation", layers.MLP_ACTIVATIONS)
+  if activation == layers.GATED and (encoder != "mlp" or decoder != "mlp"):
+    checks.fail("model.activation", activation, "gated layers are dense: they need "
+                "model.encoder and model.decoder 'mlp'; use one of "
+                f"{', '.join(map(repr, layers.ACTIVATIONS))}")
   likelihood = checks.choice(config, "model.likelihood", LIKELIHOODS)
   checks.number(config, "model.gaussian_scale", minimum=0, strict=True)
   checks.choice(config, "objective.kl_estimator", KL_ESTIMATORS)

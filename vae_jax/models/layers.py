@@ -32,6 +32,21 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
     "leaky_relu": nn.leaky_relu,
 }
+GATED = "gated"  # h = (W x + b) * sigmoid(V x + c): the VampPrior paper's dense layers
+MLP_ACTIVATIONS = (*ACTIVATIONS, GATED)
+
+
+def dense_hidden(h: jax.Array, width: int, activation: str, name: str) -> jax.Array:
+  """One hidden layer of an MLP, called inside a compact module.
+
+  "gated" is the gated linear unit of Dauphin et al. (2017) as Tomczak & Welling's
+  VampPrior code uses it (GatedDense): a second dense layer ``{name}_gate`` whose
+  sigmoid scales the first, so published protocols that use it run as published.
+  """
+  out = nn.Dense(width, name=name)(h)
+  if activation == GATED:
+    return out * nn.sigmoid(nn.Dense(width, name=f"{name}_gate")(h))
+  return ACTIVATIONS[activation](out)
 
 
 def _conv_channels(width: int, depth: int) -> list[int]:
@@ -42,7 +57,7 @@ def _conv_channels(width: int, depth: int) -> list[int]:
 class Encoder(nn.Module):
   """x -> (mean, logvar) of q(z|x).
 
-  "mlp": ``depth`` dense layers of ``width`` units. "conv": ``depth`` stride-2
+  "mlp": ``depth`` dense layers of ``width`` units (``dense_hidden``). "conv": ``depth`` stride-2
   4x4 convolutions with width, 2*width, ... channels, each halving the image.
   "global": x is ignored; (mean, logvar) are two free vectors shared by the
   whole dataset, q(z|x) = q(z), the baseline that shows why q must depend on x.
@@ -63,13 +78,13 @@ class Encoder(nn.Module):
       logvar = self.param("logvar", nn.initializers.zeros, (self.latent_dim,))
       batch = (x.shape[0], self.latent_dim)
       return jnp.broadcast_to(mean, batch), jnp.broadcast_to(logvar, batch)
-    act = ACTIVATIONS[self.activation]
     h = x
     if self.architecture == "mlp":
       h = h.reshape((h.shape[0], -1))
       for i in range(self.depth):
-        h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
+        h = dense_hidden(h, self.width, self.activation, f"hidden_{i}")
     else:
+      act = ACTIVATIONS[self.activation]
       conv, _ = convolutions.conv_layers(self.conv_impl)
       for i, ch in enumerate(_conv_channels(self.width, self.depth)):
         h = act(conv(ch, (4, 4), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
@@ -95,14 +110,14 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
-    act = ACTIVATIONS[self.activation]
     height, width, channels = self.image_shape
     if self.architecture == "mlp":
       h = z
       for i in range(self.depth):
-        h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
+        h = dense_hidden(h, self.width, self.activation, f"hidden_{i}")
       out = nn.Dense(math.prod(self.image_shape), name="out")(h)
       return out.reshape((z.shape[0], *self.image_shape))
+    act = ACTIVATIONS[self.activation]
     stages = _conv_channels(self.width, self.depth)
     h0, w0 = height // 2**self.depth, width // 2**self.depth
     h = act(nn.Dense(h0 * w0 * stages[-1], name="project")(z))
