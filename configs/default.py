@@ -48,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
   # "auto" ("matmul" on CPU, whose convolution gradients are slow; "lax" elsewhere).
   # Same parameters either way; outputs equal up to float rounding.
   config.model.conv_impl = "auto"
+  config.model.init = "lecun_normal"     # dense layers' start: "lecun_normal" | "torch"
 
   config.objective = ml_collections.ConfigDict()
   # What training maximizes: "elbo" | "k_sample_elbo" (mean of k ELBOs) | "iwae" (Burda et al.'s

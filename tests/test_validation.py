@@ -32,6 +32,7 @@ BAD = [
     ("optim.learning_rate", float("nan"), "finite"),
     ("model.name", "nosuch", "'gaussian_vae'"),
     ("model.activation", "gated", "need model.encoder and model.decoder 'mlp'"),  # conv below
+    ("model.init", "xavier", "'lecun_normal', 'torch'"),
 ]
 
 

@@ -88,6 +88,25 @@ def test_gated_layers_are_the_linear_part_times_the_sigmoid_of_the_gate():
   np.testing.assert_allclose(q.logvar, dense(enc["logvar"], h), rtol=1e-5, atol=1e-6)
 
 
+def test_torch_init_is_pytorchs_linear_default_and_the_default_is_flaxs():
+  """init="torch": weights and biases uniform in +-1/sqrt(fan_in), as nn.Linear starts."""
+  config = default.get_config()
+  config.model.width, config.model.latent_dim = 300, 40
+  flax_params = _build(config, (28, 28, 1)).init(jax.random.PRNGKey(0))
+  config.model.init = "torch"
+  torch_params = _build(config, (28, 28, 1)).init(jax.random.PRNGKey(0))
+  for net, layer, fan_in in (("enc", "hidden_0", 784), ("enc", "mean", 300),
+                             ("dec", "hidden_0", 40), ("dec", "out", 300)):
+    bound = 1 / np.sqrt(fan_in)
+    for kind in ("kernel", "bias"):
+      values = np.asarray(torch_params[net][layer][kind])
+      assert np.abs(values).max() <= bound
+      assert np.abs(values.std() - bound / np.sqrt(3)) < 0.1 * bound  # uniform's std
+    kernel = np.asarray(flax_params[net][layer]["kernel"])
+    assert np.abs(kernel.std() - 1 / np.sqrt(fan_in)) < 0.1 / np.sqrt(fan_in)  # LeCun normal
+    assert not np.asarray(flax_params[net][layer]["bias"]).any()
+
+
 def test_terms_are_the_elbo_of_the_posterior_and_likelihood_the_model_exposes():
   """elbo = log p(x|z) - KL at the z drawn from each example's key; IWAE weights agree."""
   config = default.get_config()

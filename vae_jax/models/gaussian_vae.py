@@ -11,6 +11,8 @@ Config (``config.model``, with ``name = "gaussian_vae"``):
               elsewhere). The parameters are the same, the outputs equal up to
               float rounding. A run recorded before the field existed has none:
               it reads as "auto".
+  init        how the dense layers start: "lecun_normal" (flax's default) | "torch"
+              (PyTorch's nn.Linear default, for protocols published with PyTorch code)
   likelihood  "bernoulli" | "gaussian_fixed" (sigma = gaussian_scale) |
               "gaussian_learned" (a per-pixel log sigma, starting at gaussian_scale)
 and ``config.objective.kl_estimator``: "analytic" (closed form) or "mc"
@@ -65,16 +67,17 @@ class VAE(nn.Module):
   likelihood: str = "bernoulli"
   gaussian_scale: float = 0.1
   conv_impl: str = "auto"
+  dense_init: str = "lecun_normal"
 
   def setup(self):
     self.enc = layers.Encoder(self.latent_dim, self.encoder, self.width, self.depth,
-                              self.activation, self.conv_impl)
+                              self.activation, self.conv_impl, self.dense_init)
     shape = tuple(self.image_shape)
     if self.decoder == "autoregressive":
       self.dec = layers.AutoregressiveDecoder(shape, self.width, self.depth, self.activation)
     else:
       self.dec = layers.Decoder(shape, self.decoder, self.width, self.depth, self.activation,
-                                self.conv_impl)
+                                self.conv_impl, self.dense_init)
     if self.likelihood == "gaussian_learned":
       self.log_scale = self.param(
           "log_scale", nn.initializers.constant(math.log(self.gaussian_scale)), shape)
@@ -224,6 +227,7 @@ def validate(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> None
     checks.fail("model.activation", activation, "gated layers are dense: they need "
                 "model.encoder and model.decoder 'mlp'; use one of "
                 f"{', '.join(map(repr, layers.ACTIVATIONS))}")
+  checks.choice(config, "model.init", layers.DENSE_INITS)
   likelihood = checks.choice(config, "model.likelihood", LIKELIHOODS)
   checks.number(config, "model.gaussian_scale", minimum=0, strict=True)
   checks.choice(config, "objective.kl_estimator", KL_ESTIMATORS)
@@ -249,5 +253,6 @@ def build(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> Gaussia
   module = VAE(latent_dim=m.latent_dim, image_shape=tuple(data.image_shape), encoder=m.encoder,
                decoder=m.decoder, width=m.width, depth=m.depth, activation=m.activation,
                likelihood=m.likelihood, gaussian_scale=m.gaussian_scale,
-               conv_impl=conv_impl_of(config))
+               conv_impl=conv_impl_of(config),
+               dense_init=config.model.get("init", "lecun_normal"))
   return GaussianVAE(module, config.objective.kl_estimator)

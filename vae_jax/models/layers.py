@@ -36,16 +36,33 @@ GATED = "gated"  # h = (W x + b) * sigmoid(V x + c): the VampPrior paper's dense
 MLP_ACTIVATIONS = (*ACTIVATIONS, GATED)
 
 
-def dense_hidden(h: jax.Array, width: int, activation: str, name: str) -> jax.Array:
+# How dense layers start: flax's LeCun-normal weights and zero biases, or PyTorch's nn.Linear
+# default (weights and biases uniform in +-1/sqrt(fan_in)), so that protocols published with
+# PyTorch code can start where theirs did.
+DENSE_INITS = ("lecun_normal", "torch")
+
+
+def dense(h: jax.Array, features: int, name: str, init: str = "lecun_normal") -> jax.Array:
+  """nn.Dense(features)(h), initialised as ``init`` says; called inside a compact module."""
+  if init == "lecun_normal":
+    return nn.Dense(features, name=name)(h)
+  bound = 1.0 / math.sqrt(h.shape[-1])
+  uniform = lambda key, shape, dtype=jnp.float32: jax.random.uniform(  # noqa: E731
+      key, shape, dtype, -bound, bound)
+  return nn.Dense(features, kernel_init=uniform, bias_init=uniform, name=name)(h)
+
+
+def dense_hidden(h: jax.Array, width: int, activation: str, name: str,
+                 init: str = "lecun_normal") -> jax.Array:
   """One hidden layer of an MLP, called inside a compact module.
 
   "gated" is the gated linear unit of Dauphin et al. (2017) as Tomczak & Welling's
   VampPrior code uses it (GatedDense): a second dense layer ``{name}_gate`` whose
   sigmoid scales the first, so published protocols that use it run as published.
   """
-  out = nn.Dense(width, name=name)(h)
+  out = dense(h, width, name, init)
   if activation == GATED:
-    return out * nn.sigmoid(nn.Dense(width, name=f"{name}_gate")(h))
+    return out * nn.sigmoid(dense(h, width, f"{name}_gate", init))
   return ACTIVATIONS[activation](out)
 
 
@@ -70,6 +87,7 @@ class Encoder(nn.Module):
   depth: int
   activation: str
   conv_impl: str = "auto"
+  dense_init: str = "lecun_normal"  # DENSE_INITS
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -82,15 +100,15 @@ class Encoder(nn.Module):
     if self.architecture == "mlp":
       h = h.reshape((h.shape[0], -1))
       for i in range(self.depth):
-        h = dense_hidden(h, self.width, self.activation, f"hidden_{i}")
+        h = dense_hidden(h, self.width, self.activation, f"hidden_{i}", self.dense_init)
     else:
       act = ACTIVATIONS[self.activation]
       conv, _ = convolutions.conv_layers(self.conv_impl)
       for i, ch in enumerate(_conv_channels(self.width, self.depth)):
         h = act(conv(ch, (4, 4), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
       h = h.reshape((h.shape[0], -1))
-    mean = nn.Dense(self.latent_dim, name="mean")(h)
-    logvar = nn.Dense(self.latent_dim, name="logvar")(h)
+    mean = dense(h, self.latent_dim, "mean", self.dense_init)
+    logvar = dense(h, self.latent_dim, "logvar", self.dense_init)
     return mean, logvar
 
 
@@ -107,6 +125,7 @@ class Decoder(nn.Module):
   depth: int
   activation: str
   conv_impl: str = "auto"
+  dense_init: str = "lecun_normal"  # DENSE_INITS
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
@@ -114,13 +133,13 @@ class Decoder(nn.Module):
     if self.architecture == "mlp":
       h = z
       for i in range(self.depth):
-        h = dense_hidden(h, self.width, self.activation, f"hidden_{i}")
-      out = nn.Dense(math.prod(self.image_shape), name="out")(h)
+        h = dense_hidden(h, self.width, self.activation, f"hidden_{i}", self.dense_init)
+      out = dense(h, math.prod(self.image_shape), "out", self.dense_init)
       return out.reshape((z.shape[0], *self.image_shape))
     act = ACTIVATIONS[self.activation]
     stages = _conv_channels(self.width, self.depth)
     h0, w0 = height // 2**self.depth, width // 2**self.depth
-    h = act(nn.Dense(h0 * w0 * stages[-1], name="project")(z))
+    h = act(dense(z, h0 * w0 * stages[-1], "project", self.dense_init))
     h = h.reshape((z.shape[0], h0, w0, stages[-1]))
     conv, conv_transpose = convolutions.conv_layers(self.conv_impl)
     for i, ch in reversed(list(enumerate(stages))):
