@@ -1,17 +1,22 @@
 """The VampPrior paper's standard-normal-prior VAE on static binarized MNIST (published 88.56).
 
-Tomczak & Welling, "VAE with a VampPrior", AISTATS 2018, Table 2: staticMNIST,
-VAE (one stochastic layer, L = 1) with the standard normal prior: test
-log-likelihood -88.56 nats, importance sampling with 5,000 samples. Their
-protocol: 40 latents; encoder and decoder of two hidden layers of 300 units;
-Bernoulli decoder; batch 100; Adam 5e-4; KL warm-up over 100 epochs; at most
-2,000 epochs, stopped early when the validation objective has not improved for
-50 epochs; the model of the best validation epoch is tested.
+Tomczak & Welling, "VAE with a VampPrior", AISTATS 2018, the MNIST results table
+(staticMNIST, VAE with one stochastic layer and the standard normal prior): test
+log-likelihood -88.56 nats, importance sampling with 5,000 samples. The figure is
+quoted from memory: no stored copy of the paper's table could be read offline
+(docs/published.md). Their protocol, as their code (jmtomczak/vae_vampprior) sets it:
+40 latents; encoder and decoder of two gated dense layers of 300 units (GatedDense:
+h = (W x + b) * sigmoid(V x + c)); Bernoulli decoder; the official .amat splits; batch
+100; learning rate 5e-4; KL warm-up linear over 100 epochs; at most 2,000 epochs,
+stopped when the validation loss has not improved for 50 epochs (the count starts
+after the warm-up); the model of the best validation epoch is tested with S = 5,000.
 
-Here: the same, gated hidden layers included (``model.activation = "gated"``:
-h = (W x + b) * sigmoid(V x + c), their GatedDense), except that validation is scored
-every 5 epochs, so their 50-epoch look-ahead is 10 evaluations. Expected: NLL(k=5000)
-near 88.56 (docs/published.md has the run's figure, and how many epochs it took).
+Here: the same, gated layers included (``model.activation = "gated"``), except:
+validation is scored every 5 epochs, so their 50-epoch look-ahead is 10 evaluations;
+plain Adam (theirs is AdamNormGrad, a variant in their utils/optimizer.py); flax's
+LeCun-normal weights (theirs: He); their log-variance is clipped to [-6, 2] (Hardtanh),
+ours is not. Expected: NLL(k=5000) near 88.56; docs/published.md has the run's figure
+and how many epochs it took.
 
   python -m experiments.train --config=configs/vampprior_vae.py --workdir=/work/runs/vampprior \
       --config.data.manual_dir=../shared/data/binarized_mnist
