@@ -47,7 +47,7 @@ from vae_jax.objectives import iwae
 # Runs recorded before config.model.name existed are of this family; fields added since
 # then read as these values (models.upgrade_recorded).
 RECORDED_WITHOUT_NAME = True
-ADDED_FIELDS = {"conv_impl": "auto"}
+ADDED_FIELDS = {"conv_impl": "auto", "init": "lecun_normal"}
 
 ENCODERS = ("mlp", "conv", "global")
 DECODERS = ("mlp", "conv", "autoregressive")

@@ -43,6 +43,9 @@ from vae_jax.models import layers
 
 Z2_MEAN_DRAWS = 16      # draws of z1 averaged into E_q[z2|x] for the active-unit count
 _LAYER2_STREAM = 1      # fold_in tags: z2's noise and the E_q[z2|x] draws use their own keys
+# Its configs start from configs/default.py, whose model.init came later (this family
+# ignores it); runs recorded before then read as that default.
+ADDED_FIELDS = {"init": "lecun_normal"}
 _MEAN_STREAM = 2
 
 

@@ -49,8 +49,7 @@ CHANGEABLE = ("num_epochs", "num_train_steps", "steps_per_dispatch", "log_every"
 # runs did (the data fields: splits.recorded_defaults). Filled in when a config.json is read.
 ADDED_FIELDS = {"optim": {"decay_epochs": [], "decay_factor": 0.1, "decay_rate": 1.0},
                 "selection": {"metric": "neg_elbo", "patience": 0},
-                "eval": {"extra_num_importance_samples": []}, "objective": {},
-                "model": {"init": "lecun_normal"}}
+                "eval": {"extra_num_importance_samples": []}, "objective": {}}
 for _field, _value in training_objectives.ADDED_FIELDS.items():  # the objectives' own
   ADDED_FIELDS[_field.split(".")[0]][_field.split(".")[1]] = _value
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets",
