@@ -1,10 +1,14 @@
 r"""Runs a sweep: python -m experiments.sweep --config=configs/beta.py --workdir=DIR.
 
-Every member of the config file's sweep() trains in DIR/<its overrides>, N at a
-time (--parallel=N); members with results are skipped, so rerunning after a
-crash or preemption does only what is missing. --member=K runs member K alone,
-in this process (TPU workers, array jobs); --dry_run lists the members.
---config.FIELD=VALUE overrides apply to every member.
+Every member of the config file's sweep() trains in DIR/<its overrides>. Members
+that differ only in values (seed, beta, learning rate, free bits, warm-up, latent
+dimension) train together as populations of at most --population_size, one compiled
+program each, N processes at a time (--parallel=N); --population_size=1 trains one
+member per process. Members with results are skipped, so rerunning after a crash or
+preemption does only what is missing. --member=K runs member K alone and --members=K,L
+those members as one population, in this process (array jobs); --in_process runs the
+whole sweep in this process (every worker of a TPU slice); --dry_run lists the
+members and populations. --config.FIELD=VALUE overrides apply to every member.
 """
 
 import os
@@ -27,20 +31,44 @@ from vae_jax import validation
 
 _CONFIG = validation.define_config_flag(None, "Sweep config file (with sweep()).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory.", required=True)
-_PARALLEL = flags.DEFINE_integer("parallel", 1, "Members running at once.", lower_bound=1)
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Processes (populations) running at once.",
+                                 lower_bound=1)
+_POPULATION_SIZE = flags.DEFINE_integer(
+    "population_size", 64, "Most members trained together in one program (memory grows "
+    "with it); 1: one member per process.", lower_bound=1)
 _MEMBER = flags.DEFINE_integer("member", None, "Run only member K, in this process.")
+_MEMBERS = flags.DEFINE_list("members", None, "Run these members (indices) as one "
+                             "population, in this process.")
+_IN_PROCESS = flags.DEFINE_bool("in_process", False, "Run every population in this process, "
+                                "one after another (each worker of a TPU slice runs this).")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the members and their status; run nothing.")
 flags.mark_flag_as_required("config")
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """--member=K's run, in this process.
+def _train(config: ml_collections.ConfigDict, workdir: str, unit: list[sweeps.Member]) -> bool:
+  """Trains ``unit`` (one member, or a population) in this process; returns whether every
+  member finished. A member that fails alone (non-finite) gets its failure.json.
 
   vae_jax.training.loop is imported here, not above: it brings in TensorFlow (4.5 s), which
   the driver, launching members as subprocesses, and --dry_run never need.
   """
   from vae_jax.training import loop as train  # pylint: disable=g-import-not-at-top
-  train.train_and_evaluate(config, workdir)
+  done = [m for m in unit if sweeps.status(workdir, m) == "done"]
+  if parallel.process_zero_agrees(len(done) == len(unit)):
+    logging.info("Members %s are done; skipping.", ", ".join(m.name for m in unit))
+    return True
+  unit = [m for m in unit if m not in done]
+  directories = [os.path.join(workdir, m.name) for m in unit]
+  if len(unit) == 1:
+    train.train_and_evaluate(sweeps.member_config(config, unit[0]), directories[0])
+    return True
+  outcomes = train.train_population([sweeps.member_config(config, m) for m in unit],
+                                    directories)
+  failed = [(d, o) for d, o in zip(directories, outcomes) if isinstance(o, Exception)]
+  for directory, error in failed:
+    if jax.process_index() == 0:
+      sweeps.record_failure(directory, 1, os.path.join(directory, sweeps.LOG_FILE), str(error))
+  return not failed
 
 
 def main(argv):
@@ -51,27 +79,31 @@ def main(argv):
   extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
   workdir = os.path.abspath(_WORKDIR.value)
   members = sweeps.load_members(spec, _CONFIG.value)
-  if _MEMBER.value is not None:  # on a pod: every host runs this, process 0 writes
-    member = sweeps.member_by_index(members, _MEMBER.value)
-    sweeps.check_members(_CONFIG.value, [member], extra)
+  if _MEMBER.value is not None or _MEMBERS.value:  # on a pod: every host runs this
+    chosen = [str(_MEMBER.value)] if _MEMBER.value is not None else _MEMBERS.value
+    unit = [sweeps.member_by_index(members, k) for k in chosen]
+    sweeps.check_members(_CONFIG.value, unit, extra)
     if jax.process_index() == 0:
       sweeps.record(workdir, spec, extra, members)
-    done = sweeps.status(workdir, member) == "done"
-    if parallel.process_zero_agrees(done):
-      logging.info("Member %d (%s) is done; skipping.", member.index, member.name)
-      return
-    config = _CONFIG.value
-    config.update_from_flattened_dict(member.overrides)
-    _train(config, os.path.join(workdir, member.name))
+    if not _train(_CONFIG.value, workdir, unit):
+      sys.exit(1)
     return
   # Every member's config as its own run would validate it, before anything is made.
   sweeps.check_members(_CONFIG.value, members, extra)
+  units = sweeps.populations(_CONFIG.value, members, _POPULATION_SIZE.value)
   if _DRY_RUN.value:
-    print(sweeps.describe(workdir, members, spec, extra))
+    print(sweeps.describe(workdir, members, spec, extra, units))
     return
   sweeps.record(workdir, spec, extra, members)
   start = time.time()
-  outcome = sweeps.run_all(spec, workdir, members, extra, _PARALLEL.value)
+  if _IN_PROCESS.value:
+    failed = [unit for unit in units if not _train(_CONFIG.value, workdir, unit)]
+    print(f"Sweep: {len(units) - len(failed)} of {len(units)} populations finished in "
+          f"{time.time() - start:.0f}s.")
+    if failed:
+      sys.exit(1)
+    return
+  outcome = sweeps.run_all(spec, workdir, members, extra, _PARALLEL.value, units)
   print(sweeps.summary_line(outcome, time.time() - start))
   for name in outcome["stopped"]:
     print(f"  stopped: {name} (saved; rerun the same command to resume it)")

@@ -99,7 +99,7 @@ def test_refinement_raises_a_trained_vaes_elbo():
   tx = state_lib.make_optimizer(config.optim, 300)
   chunk = training.DataParallelTrainChunk(
       model, tx, training.spec_from_config(config, len(data.train), "dynamic"))
-  state, _ = chunk(parallel.replicate(state_lib.create_train_state(0, model, tx)),
+  state, _ = chunk(parallel.replicate(state_lib.create_train_state(0, model, tx)), {},
                    parallel.replicate(data.arrays("train")), 0, 300)
   params = parallel.unreplicate(state.params)
   ids = jnp.arange(100, dtype=jnp.int32)

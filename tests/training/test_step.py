@@ -34,9 +34,9 @@ def _compiled_chunk_text(config, num_steps=5):
   data = {"image": np.zeros((num_examples, *info.image_shape), np.uint8)}
   perms = tuple(np.arange(num_examples, dtype=np.int32)
                 for _ in range(training.epochs_touched(spec, num_steps)))
-  fn = parallel.data_parallel(training.make_train_chunk(model, tx, spec), static_argnums=(3,))
+  fn = parallel.data_parallel(training.make_train_chunk(model, tx, spec), static_argnums=(4,))
   r = parallel.replicate
-  return fn.lower(r(state), r(data), r(perms), num_steps).compile().as_text()
+  return fn.lower(r(state), {}, r(data), r(perms), num_steps).compile().as_text()
 
 
 def test_one_device_step_runs_no_loop_but_the_scan_and_no_collective():

@@ -8,10 +8,16 @@ list is reordered or extended). ``DIR/sweep.json`` records the config file and
 the extra overrides shared by all members; a rerun with others is refused, so
 one sweep directory never mixes protocols.
 
-Locally, members run as subprocesses (``experiments.sweep --member=K``), N at
-a time; a member with results.json is skipped, a stopped one resumes from
-its checkpoint, a failed one leaves ``failure.json`` and its log. On a TPU pod
-every worker runs the same ``--member=K`` in-process.
+Members that differ only in values (``training.population``: the seed, β, the
+learning rate, free bits, KL warm-up and, for families that pad their latents,
+the latent dimension) train together as populations of at most
+``--population_size``, one compiled program each (``populations``). Locally, each
+population runs as a subprocess (``experiments.sweep --members=K,L,...``), N at a
+time, its output in every member's log.txt; a member with results.json is skipped,
+a stopped one resumes from its checkpoint, a failed one leaves ``failure.json``.
+``--population_size=1`` runs one member per process, as sweeps did before
+populations. On a TPU pod every worker runs the same populations in-process
+(``--in_process``), or the same ``--member=K``.
 """
 
 from __future__ import annotations
@@ -23,14 +29,18 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Optional, Sequence
 
 import ml_collections
 from absl import logging
 
-from vae_jax.analysis import tables
+from vae_jax import models
 from vae_jax import validation
+from vae_jax.analysis import tables
+from vae_jax.data import datasets
+from vae_jax.training import population
 from vae_jax.training import preemption
 from vae_jax.training import workdir as workdir_lib
 
@@ -119,10 +129,8 @@ def check_members(config: Optional[ml_collections.ConfigDict], members: list[Mem
     raise SweepError(f"{', '.join(clash)}: these fields are swept by the members ("
                      f"{', '.join(swept)}); an extra override cannot also set them.")
   for member in members if config is not None else ():
-    member_config = ml_collections.ConfigDict(config.to_dict())
-    member_config.update_from_flattened_dict(member.overrides)
     try:
-      validation.validate(member_config)
+      validation.validate(member_config(config, member))
     except validation.ConfigError as e:
       raise validation.ConfigError(f"{e} (sweep member {member.index}: {member.name})") from None
 
@@ -139,10 +147,44 @@ def status(workdir: str, member: Member) -> str:
   return "missing"
 
 
-def member_command(spec: str, workdir: str, member: Member, extra: Sequence[str]) -> list[str]:
-  # --verbose: the member's log.txt is its log file, tracebacks included.
+def member_config(config: ml_collections.ConfigDict, member: Member) -> ml_collections.ConfigDict:
+  """The sweep config (extra overrides applied) with ``member``'s overrides."""
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.update_from_flattened_dict(member.overrides)
+  return out
+
+
+def populations(config: ml_collections.ConfigDict, members: Sequence[Member],
+                size: int) -> list[list[Member]]:
+  """``members`` as populations of at most ``size`` that can train as one program.
+
+  Members whose configs differ only where a population lets them
+  (``population.compatibility_key``) go together, in the sweep's order.
+  """
+  groups: dict[str, list[Member]] = {}
+  for member in members:
+    member_cfg = member_config(config, member)
+    model = models.build(member_cfg, datasets.info(member_cfg.data.name))
+    key = population.compatibility_key(member_cfg, population.supports_latent_mask(model))
+    groups.setdefault(key, []).append(member)
+  return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
+def command(spec: str, workdir: str, unit: Sequence[Member], extra: Sequence[str]) -> list[str]:
+  """The subprocess that trains ``unit``: one member, or a population."""
+  which = (f"--member={unit[0].index}" if len(unit) == 1 else
+           "--members=" + ",".join(str(m.index) for m in unit))
+  # --verbose: the members' log.txt is their log file, tracebacks included.
   return [sys.executable, "-m", "experiments.sweep", f"--config={spec}",
-          f"--workdir={workdir}", f"--member={member.index}", "--verbose", *extra]
+          f"--workdir={workdir}", which, "--verbose", *extra]
+
+
+def record_failure(directory: str, returncode: Optional[int], log: str,
+                   error: Optional[str] = None) -> None:
+  """failure.json: why a member failed, where its log is, and the log's end."""
+  workdir_lib.write_json(os.path.join(directory, FAILURE_FILE), {
+      "returncode": returncode, "log": log, "error": error,
+      "tail": error or (_tail(log) if os.path.exists(log) else "")})
 
 
 def _tail(path: str, lines: int = 15) -> str:
@@ -151,65 +193,85 @@ def _tail(path: str, lines: int = 15) -> str:
 
 
 class _Running:
-  """One member's subprocess, its output appended to DIR/<name>/log.txt."""
+  """One subprocess (a member or a population), its output appended to each member's
+  DIR/<name>/log.txt."""
 
-  def __init__(self, command: list[str], directory: str, member: Member):
-    os.makedirs(directory, exist_ok=True)
-    failure = os.path.join(directory, FAILURE_FILE)
-    if os.path.exists(failure):  # a new attempt; the old one's output stays in log.txt
-      os.remove(failure)
-    self.member, self.directory, self.start = member, directory, time.time()
-    self.log = os.path.join(directory, LOG_FILE)
-    with open(self.log, "a", encoding="utf-8") as log:
-      log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n")
-      log.flush()
-      self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+  def __init__(self, command_line: list[str], workdir: str, unit: Sequence[Member]):
+    self.unit, self.start = list(unit), time.time()
+    self.directories = [os.path.join(workdir, m.name) for m in unit]
+    self.logs = [os.path.join(d, LOG_FILE) for d in self.directories]
+    for directory in self.directories:
+      os.makedirs(directory, exist_ok=True)
+      failure = os.path.join(directory, FAILURE_FILE)
+      if os.path.exists(failure):  # a new attempt; the old one's output stays in log.txt
+        os.remove(failure)
+    header = f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command_line)}\n"
+    self._files = [open(log, "a", encoding="utf-8") for log in self.logs]  # pylint: disable=consider-using-with
+    for f in self._files:
+      f.write(header)
+      f.flush()
+    self.proc = subprocess.Popen(command_line, stdout=subprocess.PIPE,  # pylint: disable=consider-using-with
+                                 stderr=subprocess.STDOUT, text=True, errors="replace")
+    self._tee = threading.Thread(target=self._copy, daemon=True)
+    self._tee.start()
     self.stopped = False
 
+  def _copy(self) -> None:
+    for line in self.proc.stdout:
+      for f in self._files:
+        f.write(line)
+        f.flush()
+    for f in self._files:
+      f.close()
+
   def stop(self) -> None:
-    """Asks the member to save and stop: one SIGTERM (a second could abort its save)."""
+    """Asks the process to save and stop: one SIGTERM (a second could abort its save)."""
     if not self.stopped and self.proc.poll() is None:
       self.proc.send_signal(signal.SIGTERM)
     self.stopped = True
 
-  def finish(self) -> str:
-    """The outcome once the process has ended: 'done', 'stopped' or 'failed'."""
-    code = self.proc.returncode
-    if os.path.exists(os.path.join(self.directory, workdir_lib.RESULTS_FILE)):
-      return "done"
-    # Exit 0 without results: it saved and stopped on a signal. Killed by the signal
-    # it was sent: it had not yet installed its handler, so had nothing unsaved.
-    if code == 0 or (self.stopped and code in (-signal.SIGTERM, -signal.SIGINT)):
-      return "stopped"
-    workdir_lib.write_json(os.path.join(self.directory, FAILURE_FILE), {
-        "returncode": code, "log": self.log, "tail": _tail(self.log)})
-    return "failed"
+  def finish(self) -> list[str]:
+    """Each member's outcome once the process has ended: 'done', 'stopped' or 'failed'."""
+    self._tee.join()
+    code, out = self.proc.returncode, []
+    for directory, log in zip(self.directories, self.logs):
+      if os.path.exists(os.path.join(directory, workdir_lib.RESULTS_FILE)):
+        out.append("done")
+      elif os.path.exists(os.path.join(directory, FAILURE_FILE)):
+        out.append("failed")  # recorded by the population itself (a non-finite member)
+      # Exit 0 without results: it saved and stopped on a signal. Killed by the signal
+      # it was sent: it had not yet installed its handler, so had nothing unsaved.
+      elif code == 0 or (self.stopped and code in (-signal.SIGTERM, -signal.SIGINT)):
+        out.append("stopped")
+      else:
+        record_failure(directory, code, log)
+        out.append("failed")
+    return out
 
 
 def run_all(spec: str, workdir: str, members: list[Member], extra: Sequence[str],
-            parallel: int) -> dict[str, list[str]]:
-  """Runs every member not yet done, ``parallel`` at a time; returns names by outcome.
+            parallel: int, units: Optional[list[list[Member]]] = None) -> dict[str, list[str]]:
+  """Runs every member not yet done, ``parallel`` processes at a time; returns names by
+  outcome. ``units``: the members grouped into populations (default: one per process).
 
   A stop asked of this process (SIGTERM, Ctrl-C: ``preemption``) is passed on to each
-  running member as one SIGTERM; each saves and stops, and a rerun resumes it.
+  running process as one SIGTERM; each saves and stops, and a rerun resumes it.
   """
   outcome: dict[str, list[str]] = {"done": [], "skipped": [], "failed": [], "stopped": []}
-  queue = []
-  for member in members:
-    if status(workdir, member) == "done":
-      outcome["skipped"].append(member.name)
-    else:
-      queue.append(member)
-  logging.info("Sweep %s: %d members, %d already done, %d to run, %d at a time.", spec,
-               len(members), len(outcome["skipped"]), len(queue), parallel)
+  todo = {m.name for m in members if status(workdir, m) != "done"}
+  outcome["skipped"] = [m.name for m in members if m.name not in todo]
+  queue = [[m for m in unit if m.name in todo] for unit in (units or [[m] for m in members])]
+  queue = [unit for unit in queue if unit]
+  logging.info("Sweep %s: %d members, %d already done, %d to run in %d processes, %d at a "
+               "time.", spec, len(members), len(outcome["skipped"]), len(todo), len(queue),
+               parallel)
   running: list[_Running] = []
   with preemption.PreemptionWatcher(lambda _: False):  # handlers, if no main installed them
     while queue or running:
       while queue and len(running) < parallel and not preemption.requested():
-        member = queue.pop(0)
-        running.append(_Running(member_command(spec, workdir, member, extra),
-                                os.path.join(workdir, member.name), member))
-        logging.info("Started member %d: %s", member.index, member.name)
+        unit = queue.pop(0)
+        running.append(_Running(command(spec, workdir, unit, extra), workdir, unit))
+        logging.info("Started %s", ", ".join(f"member {m.index}: {m.name}" for m in unit))
       if preemption.requested():
         for run in running:
           run.stop()
@@ -217,27 +279,29 @@ def run_all(spec: str, workdir: str, members: list[Member], extra: Sequence[str]
       time.sleep(0.2)
       for run in [r for r in running if r.proc.poll() is not None]:
         running.remove(run)
-        result = run.finish()
-        outcome[result].append(run.member.name)
-        logging.log(logging.INFO if result == "done" else logging.WARNING,
-                    "Member %d (%s): %s after %.0fs%s", run.member.index, run.member.name,
-                    result, time.time() - run.start,
-                    f"; see {run.log}" if result == "failed" else "")
+        for member, log, result in zip(run.unit, run.logs, run.finish()):
+          outcome[result].append(member.name)
+          logging.log(logging.INFO if result == "done" else logging.WARNING,
+                      "Member %d (%s): %s after %.0fs%s", member.index, member.name, result,
+                      time.time() - run.start, f"; see {log}" if result == "failed" else "")
   return outcome
 
 
-def member_by_index(members: list[Member], index: int) -> Member:
-  if not 0 <= index < len(members):
-    raise SweepError(f"--member={index}: the sweep has members 0..{len(members) - 1}.")
-  return members[index]
+def member_by_index(members: list[Member], index: int | str) -> Member:
+  if not str(index).lstrip("-").isdigit() or not 0 <= int(index) < len(members):
+    raise SweepError(f"--member(s)={index}: the sweep has members 0..{len(members) - 1}.")
+  return members[int(index)]
 
 
-def describe(workdir: str, members: list[Member], spec: str,
-             extra: Sequence[str]) -> str:
-  """The --dry_run listing: index, status, directory and the command of each member."""
-  lines = [f"{len(members)} members of {spec} in {workdir}:"]
+def describe(workdir: str, members: list[Member], spec: str, extra: Sequence[str],
+             units: Optional[list[list[Member]]] = None) -> str:
+  """The --dry_run listing: index, status, directory and population of each member."""
+  unit_of = {m.index: i for i, unit in enumerate(units or []) for m in unit}
+  lines = [f"{len(members)} members of {spec} in {workdir}" +
+           (f", in {len(units)} populations:" if units else ":")]
   for member in members:
-    lines.append(f"  [{member.index:3d}] {status(workdir, member):8s} {member.name}")
+    where = f"  population {unit_of[member.index]}" if units else ""
+    lines.append(f"  [{member.index:3d}] {status(workdir, member):8s} {member.name}{where}")
   lines.append(f"Member K alone: python -m experiments.sweep --config={spec} "
                f"--workdir={workdir} --member=K {' '.join(extra)}".rstrip())
   return "\n".join(lines)

@@ -141,19 +141,29 @@ class Evaluator:
     """The per-device evaluation program (see ``make_eval_fn``), e.g. to count its work."""
     return self._make(num_importance_samples=num_importance_samples)
 
-  def per_example(self, params, num_importance_samples: int = 0) -> dict[str, np.ndarray]:
-    """Per-example terms in split order, padding removed (float32, host)."""
-    if num_importance_samples not in self._fns:
-      self._fns[num_importance_samples] = parallel.data_parallel(
-          self.per_device_fn(num_importance_samples))
+  def per_example(self, params, num_importance_samples: int = 0,
+                  num_members: Optional[int] = None) -> dict[str, np.ndarray]:
+    """Per-example terms in split order, padding removed (float32, host).
+
+    ``num_members``: ``params`` carry a leading axis of that many members (after the
+    device axis), evaluated together by one ``jax.vmap``-ped program; every term then
+    has the member axis first.
+    """
+    key = (num_importance_samples, num_members is not None)
+    if key not in self._fns:
+      fn = self.per_device_fn(num_importance_samples)
+      if num_members is not None:
+        fn = jax.vmap(fn, in_axes=(0, None, None), out_axes=1)
+      self._fns[key] = parallel.data_parallel(fn)
     local_batches = self.split.ids.shape[0] * self.split.ids.shape[1]
     self._progress = progress.Progress(
         f"evaluation of {self.split.num_examples} examples"
-        + (f" with k={num_importance_samples}" if num_importance_samples else ""),
-        local_batches, "batches")
+        + (f" with k={num_importance_samples}" if num_importance_samples else "")
+        + (f" for {num_members} members" if num_members else ""),
+        local_batches * (num_members or 1), "member batches" if num_members else "batches")
     # One dispatch per batch, so that a stop requested meanwhile is acted on between
     # batches (preemption.check; a signal handler must not raise inside the program).
-    fn, pieces, num_batches = self._fns[num_importance_samples], [], self.split.ids.shape[1]
+    fn, pieces, num_batches = self._fns[key], [], self.split.ids.shape[1]
     for i in range(num_batches + 1):
       if i < num_batches:
         pieces.append(fn(params, jax.tree.map(lambda x: x[:, i:i + 1], self.split.data),
@@ -162,20 +172,41 @@ class Evaluator:
         pieces[i - 1] = jax.tree.map(np.asarray, pieces[i - 1])
         preemption.check()
     terms = parallel.unshard(jax.tree.map(lambda *x: np.concatenate(x, axis=1), *pieces))
-    terms = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), terms)
-    return jax.tree.map(lambda v: v[: self.split.num_examples], terms)
+    if num_members is None:
+      terms = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), terms)
+      return jax.tree.map(lambda v: v[: self.split.num_examples], terms)
+    # [device batches, members, batch, ...] -> [members, examples, ...]
+    terms = jax.tree.map(lambda x: np.moveaxis(x, 1, 0).reshape(
+        (x.shape[1], -1, *x.shape[3:])), terms)
+    return jax.tree.map(lambda v: v[:, : self.split.num_examples], terms)
 
   def evaluate(self, params, num_importance_samples: int = 0) -> dict[str, Any]:
     """ELBO terms, latent diagnostics and (k > 0) the IWAE NLL, summarised."""
     start = time.time()
     terms = self.per_example(params, num_importance_samples)
+    out = self._summary(terms, num_importance_samples)
+    out["eval_seconds"] = time.time() - start
+    return out
+
+  def evaluate_members(self, params, num_members: int,
+                       num_importance_samples: int = 0) -> list[dict[str, Any]]:
+    """``evaluate`` of each of ``num_members`` members (``params``' leading axis after the
+    device axis), as one program; ``eval_seconds`` is each one's share of the time."""
+    start = time.time()
+    terms = self.per_example(params, num_importance_samples, num_members)
+    out = [self._summary(jax.tree.map(lambda v, m=m: v[m], terms), num_importance_samples)
+           for m in range(num_members)]
+    for summary in out:
+      summary["eval_seconds"] = (time.time() - start) / num_members
+    return out
+
+  def _summary(self, terms: dict[str, Any], num_importance_samples: int) -> dict[str, Any]:
     dims = (math.prod(self.split.data["image"].shape[3:])
             if self._preprocessing == "dequantize" else None)
     out = summarize(terms, self._seed, self._rate_floor, dims)
     if num_importance_samples:
       out["num_importance_samples"] = num_importance_samples
     out["eval_seed"] = self._seed
-    out["eval_seconds"] = time.time() - start
     return out
 
 

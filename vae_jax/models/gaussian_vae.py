@@ -112,6 +112,15 @@ class GaussianVAE(interface.Model):
   """The family's model (see the module docstring); hashable, so a static jit argument."""
   module: VAE
   kl_estimator: str = "analytic"
+  # A population member's mask of its latent units ([d] of 0/1; ``with_latent_mask``).
+  latent_mask: Optional[jax.Array] = None
+
+  def with_latent_mask(self, mask: jax.Array) -> "GaussianVAE":
+    """This model with only the units where ``mask`` is 1 in use: the latent-mask
+    capability of populations (training/population.py). A masked unit's posterior is
+    the prior, its code is 0 in the decoder and it is left out of log q and log p(z), so
+    it has no rate and its parameters get zero gradients."""
+    return dataclasses.replace(self, latent_mask=mask)
 
   @property
   def latent_dim(self) -> int:
@@ -131,10 +140,15 @@ class GaussianVAE(interface.Model):
 
   def posterior(self, params, batch: interface.Batch) -> D.DiagonalGaussian:
     """q(z|x) of each example."""
-    return D.DiagonalGaussian(*self._apply(params, batch["image"], method=VAE.encode))
+    mean, logvar = self._apply(params, batch["image"], method=VAE.encode)
+    if self.latent_mask is not None:
+      mean, logvar = mean * self.latent_mask, logvar * self.latent_mask
+    return D.DiagonalGaussian(mean, logvar)
 
   def likelihood(self, params, z: jax.Array) -> likelihoods.Likelihood:
     """p(x|z) for codes z [..., d] (leading axes kept)."""
+    if self.latent_mask is not None:
+      z = z * self.latent_mask
     if self.module.decoder == "autoregressive":
       return likelihoods.Autoregressive(
           score=lambda x: likelihoods.Bernoulli(
@@ -168,14 +182,15 @@ class GaussianVAE(interface.Model):
   def log_weights(self, params, batch: interface.Batch,
                   keys: jax.Array) -> interface.LogWeights:
     return iwae.gaussian_log_weights(self.posterior(params, batch),
-                                     self.log_likelihood(params, batch), keys)
+                                     self.log_likelihood(params, batch), keys,
+                                     latent_mask=self.latent_mask)
 
   def log_weights_stopped_posterior(self, params, batch: interface.Batch,
                                     keys: jax.Array) -> interface.LogWeights:
     """The DReG capability (interface.DREG_METHODS): log q scored with stopped parameters."""
     return iwae.gaussian_log_weights(self.posterior(params, batch),
                                      self.log_likelihood(params, batch), keys,
-                                     stop_posterior=True)
+                                     stop_posterior=True, latent_mask=self.latent_mask)
 
   def posterior_params(self, params) -> interface.Params:
     """True for q(z|x)'s parameters (the encoder), False for p(x|z)'s."""
@@ -185,7 +200,8 @@ class GaussianVAE(interface.Model):
                             importance_keys: jax.Array):
     q = self.posterior(params, batch)  # one encoder pass for both
     return (self._terms(params, batch, keys, q),
-            iwae.gaussian_log_weights(q, self.log_likelihood(params, batch), importance_keys))
+            iwae.gaussian_log_weights(q, self.log_likelihood(params, batch), importance_keys,
+                                      latent_mask=self.latent_mask))
 
   def encode(self, params, batch: interface.Batch) -> jax.Array:
     return self.posterior(params, batch).mean

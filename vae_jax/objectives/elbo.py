@@ -53,12 +53,20 @@ def add_bits_per_dim(terms: Terms, num_dims: int) -> Terms:
   return {**terms, "bits_per_dim": likelihoods.bits_per_dim(-terms["elbo"], num_dims)}
 
 
-def beta_at(step: jax.Array, beta: float, warmup_steps: int) -> jax.Array:
-  """KL warm-up: beta ramps linearly from 0 at step 0 to ``beta`` at ``warmup_steps``."""
-  if warmup_steps <= 0:
-    return jnp.asarray(beta, jnp.float32)
-  frac = jnp.minimum(step.astype(jnp.float32) / warmup_steps, 1.0)
-  return beta * frac
+def beta_at(step: jax.Array, beta: float | jax.Array,
+            warmup_steps: int | jax.Array) -> jax.Array:
+  """KL warm-up: beta ramps linearly from 0 at step 0 to ``beta`` at ``warmup_steps``.
+
+  ``warmup_steps`` is a constant in a solo run, a traced per-member value in a population
+  whose members warm up differently (0: no warm-up either way).
+  """
+  if isinstance(warmup_steps, (int, float)):
+    if warmup_steps <= 0:
+      return jnp.asarray(beta, jnp.float32)
+    frac = jnp.minimum(step.astype(jnp.float32) / warmup_steps, 1.0)
+    return beta * frac
+  frac = jnp.minimum(step.astype(jnp.float32) / jnp.maximum(warmup_steps, 1.0), 1.0)
+  return beta * jnp.where(warmup_steps > 0, frac, 1.0)
 
 
 def free_bits_rate(kl_per_dim: jax.Array, free_bits: float,
@@ -77,18 +85,23 @@ def free_bits_rate(kl_per_dim: jax.Array, free_bits: float,
   return jnp.sum(jnp.where(above, local, free_bits))
 
 
-def training_loss(terms: Terms, beta: jax.Array, free_bits: float,
+def training_loss(terms: Terms, beta: jax.Array, free_bits: float | jax.Array,
                   axis_name: Optional[str] = None) -> tuple[jax.Array, dict]:
   """distortion + beta * rate, averaged over the (local) batch; returns metrics too.
 
+  ``free_bits``: a constant, or a traced per-member floor (a population whose members'
+  floors differ: 0 means the plain rate, as the constant 0 does).
   Metrics: the loss, beta, and the batch mean of every per-example term.
   """
   distortion = jnp.mean(terms["distortion"])
-  if free_bits > 0:
+  traced = not isinstance(free_bits, (int, float))
+  if traced or free_bits > 0:
     if "kl_per_dim" not in terms:
       raise ValueError("objective.free_bits needs the per-dimension KL (terms['kl_per_dim']), "
                        "which this model family does not provide; set it to 0.")
     rate_term = free_bits_rate(terms["kl_per_dim"], free_bits, axis_name)
+    if traced:
+      rate_term = jnp.where(free_bits > 0, rate_term, jnp.mean(terms["rate"]))
   else:
     rate_term = jnp.mean(terms["rate"])
   loss = distortion + beta * rate_term

@@ -13,7 +13,7 @@ j): chunked and unchunked estimates use identical samples.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -47,17 +47,25 @@ def log_px(log_weights: LogWeights, num_samples: int, chunk_size: int) -> jax.Ar
 
 
 def gaussian_log_weights(q: D.DiagonalGaussian, log_likelihood: Callable[[jax.Array], jax.Array],
-                         keys: jax.Array, stop_posterior: bool = False) -> LogWeights:
+                         keys: jax.Array, stop_posterior: bool = False,
+                         latent_mask: Optional[jax.Array] = None) -> LogWeights:
   """Log-weights for a diagonal-Gaussian q(z|x) [B, d] and the N(0, I) prior.
 
   ``log_likelihood``: z [B, c, d] -> log p(x|z) [B, c]; ``keys``: [B] per example.
   ``stop_posterior``: score log q(z|x) with q's parameters stop-gradiented (the
   draws z still carry them): what the DReG estimator differentiates.
+  ``latent_mask``: [d] of 0/1, the units in use (a population's padded member): the
+  others are left out of log q and log p(z), and their codes are 0.
   """
   scored = (jax.lax.stop_gradient(q) if stop_posterior else q).expand_samples()
 
   def log_weights(sample_ids: jax.Array) -> jax.Array:
     z = q.sample_indexed(keys, sample_ids)                          # [B, c, d]
+    if latent_mask is not None:
+      z = z * latent_mask
+      log_pz_q = (D.standard_normal_log_prob_per_dim(z) -
+                  D.gaussian_log_prob_per_dim(z, scored.mean, scored.logvar))
+      return log_likelihood(z) + jnp.sum(log_pz_q * latent_mask, -1)
     log_pz = jnp.sum(D.standard_normal_log_prob_per_dim(z), -1)
     return log_likelihood(z) + log_pz - scored.log_prob(z)
   return log_weights

@@ -120,7 +120,8 @@ class _TrainProgram:
     self.rstate, self.step = parallel.replicate(self.state), 0
 
   def dispatch(self, steps: int):
-    self.rstate, metrics = self.chunk(self.rstate, self.replicated_images, self.step, steps)
+    self.rstate, metrics = self.chunk(self.rstate, {}, self.replicated_images, self.step,
+                                      steps)
     self.step += steps
     return metrics
 
@@ -152,17 +153,17 @@ def measure_train(config: ml_collections.ConfigDict, batch_size: int, *, repeats
   perms = tuple(np.arange(program.num_train, dtype=np.int32)
                 for _ in range(training.epochs_touched(spec, 1)))
   found = roofline.products(
-      training.make_train_chunk(model, tx, spec), program.state, program.images, perms, 1,
-      axis_env=[(parallel.AXIS_NAME, parallel.device_count())], static_argnums=(3,))
+      training.make_train_chunk(model, tx, spec), program.state, {}, program.images, perms, 1,
+      axis_env=[(parallel.AXIS_NAME, parallel.device_count())], static_argnums=(4,))
   row = {"kind": "train", "model": _describe_model(config), "batch_size": batch_size,
          "per_device_batch": spec.per_device_batch, "steps_per_dispatch": steps,
          "examples_per_s": batch_size / seconds, "steps_per_s": 1.0 / seconds,
          "seconds_per_step": seconds, "compile_seconds": compile_seconds,
          **_roofline(found, seconds, {} if timing is None else timing), **memory()}
   if breakdown:
-    fn = parallel.data_parallel(training.make_train_chunk(model, tx, spec), static_argnums=(3,))
+    fn = parallel.data_parallel(training.make_train_chunk(model, tx, spec), static_argnums=(4,))
     perms = program.chunk.permutations(program.rstate.rng, program.step, steps)
-    row["breakdown"] = _breakdown(fn, (program.rstate, program.replicated_images, perms),
+    row["breakdown"] = _breakdown(fn, (program.rstate, {}, program.replicated_images, perms),
                                   steps, (steps,))
   return row
 

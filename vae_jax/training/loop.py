@@ -1,16 +1,22 @@
-"""train_and_evaluate: one run of any model family, from config to results.json.
+"""train_population: runs of any model family, from configs to results.json, as one program.
 
-The loop dispatches chunks of ``steps_per_dispatch`` scanned steps to all
-devices; Python runs once per chunk, at log, evaluation and checkpoint points.
+A solo run (``train_and_evaluate``) is a population of one. The loop dispatches chunks
+of ``steps_per_dispatch`` scanned steps to all devices; Python runs once per chunk, at
+log, evaluation and checkpoint points. Its parts: ``_set_up`` (data, models, restored
+states), ``_dispatch_loop`` (training, non-finite checks, logs), ``_validate_and_save``
+(selection, early stopping, checkpoints) and ``_finish`` (the test split, once, on each
+member's selected checkpoint). What differs between members, and how it enters the
+program, is ``population``'s; what is kept per member on the host, ``members``'.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import ml_collections
@@ -24,15 +30,15 @@ from vae_jax.data import datasets
 from vae_jax.data import idx
 from vae_jax.data import tfds_files
 from vae_jax.evaluation import evaluator as evaluation
-from vae_jax.models import interface
-from vae_jax.pictures import images
 from vae_jax.training import checkpoints
+from vae_jax.training import members as members_lib
 from vae_jax.training import metrics as metrics_lib
+from vae_jax.training import population
 from vae_jax.training import preemption
-from vae_jax.training import selection as selection_lib
 from vae_jax.training import state as state_lib
 from vae_jax.training import step as training
 from vae_jax.training import workdir as workdir_lib
+from vae_jax.training.members import ACTIVE, FAILED, STOPPED
 
 # Errors that explain themselves: entry points print them without a traceback.
 USER_ERRORS = (validation.ConfigError, workdir_lib.WorkdirError,
@@ -81,28 +87,137 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ``overwrite`` / ``allow_changes``: see ``workdir.prepare``. Raises
   ``preemption.Preempted`` after saving when SIGTERM asks it to stop.
   """
+  outcome = train_population([config], [workdir], overwrite=overwrite,
+                             allow_changes=allow_changes)[0]
+  if isinstance(outcome, Exception):
+    raise outcome
+  return outcome
+
+
+def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str], *,
+                     overwrite: bool = False,
+                     allow_changes: Sequence[str] = ()) -> list[dict[str, Any] | Exception]:
+  """Trains the runs of ``configs`` (one population: ``population.compatibility_key``
+  equal) together, each in its workdir; returns each one's results, or the error that
+  ended it (a non-finite member stops alone; the others go on).
+  """
   start_time = time.time()
-  validation.validate(config)
-  workdir = os.path.abspath(workdir)
-  main_process = jax.process_index() == 0  # alone writes the workdir's files
+  for config in configs:
+    validation.validate(config)
+  if len({population.compatibility_key(c, maskable=True) for c in configs}) > 1:
+    raise validation.ConfigError(
+        f"These runs differ in more than seed, {', '.join(population.HYPER_FIELDS)} and "
+        f"model.latent_dim, so they cannot train as one population.")
+  workdirs = [os.path.abspath(w) for w in workdirs]
+  main_process = jax.process_index() == 0  # alone writes the workdirs' files
   with contextlib.ExitStack() as stack:
-    planned, refused = None, None
+    planned, refused = [None] * len(configs), None
     if main_process:
       try:
-        stack.enter_context(workdir_lib.lock(workdir))
-        planned = workdir_lib.plan(workdir, config, overwrite=overwrite,
-                                   allow_changes=allow_changes)
+        for i, (config, workdir) in enumerate(zip(configs, workdirs)):
+          stack.enter_context(workdir_lib.lock(workdir))
+          planned[i] = workdir_lib.plan(workdir, config, overwrite=overwrite,
+                                        allow_changes=allow_changes)
       except Exception as e:  # pylint: disable=broad-except  # re-raised below
         refused = e
     if not parallel.process_zero_agrees(refused is None):  # other processes stop too
       raise refused or workdir_lib.WorkdirError(
-          f"Process 0 could not use {workdir}; its log says why.")
-    return _train(config, workdir, planned, start_time, main_process)
+          f"Process 0 could not use {workdirs[0]}; its log says why.")
+    members = [members_lib.Member(i, c, w, p)
+               for i, (c, w, p) in enumerate(zip(configs, workdirs, planned))]
+    run = _set_up(members, start_time, main_process)
+    return run.train()
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str,
-           planned: workdir_lib.Plan | None, start_time: float,
-           main_process: bool) -> dict[str, Any]:
+@dataclasses.dataclass(eq=False)
+class _Run:
+  """Everything the loop shares across members, made once by ``_set_up``."""
+  members: list[members_lib.Member]
+  dataset: datasets.Dataset
+  fallback_reason: Optional[str]
+  preprocessing: str
+  total_steps: int
+  steps_per_epoch: int
+  step: int                          # the population's: that of its active members
+  rstate: Any                        # replicated; stacked on a member axis unless solo
+  hyper: population.Hyper
+  train_chunk: training.DataParallelTrainChunk
+  train_data: dict[str, jax.Array]
+  evaluators: dict[tuple[str, Any], evaluation.Evaluator]   # (split, member model) ->
+  big_template: Any                  # the padded layout's params (None: no padding)
+  start_time: float
+  main_process: bool
+
+  @property
+  def solo(self) -> bool:
+    return len(self.members) == 1
+
+  @property
+  def config(self) -> ml_collections.ConfigDict:
+    return self.members[0].config
+
+  def active(self) -> list[members_lib.Member]:
+    return [m for m in self.members if m.status == ACTIVE]
+
+  # --- parameters, per member ---------------------------------------------------------
+  def host_state(self) -> Any:
+    return parallel.unreplicate(self.rstate)
+
+  def own_state(self, host_state: Any, member: members_lib.Member) -> Any:
+    """A member's slice of the population's (host) state, at its own size."""
+    state = host_state if self.solo else population.member(host_state, member.index)
+    if self.big_template is None:
+      return state
+    return population.unpad_state(state, member.template, self.big_template)
+
+  def own_params(self, host_params: Any, member: members_lib.Member) -> Any:
+    """A member's slice of the population's (host) parameters, at its own size."""
+    params = host_params if self.solo else population.member(host_params, member.index)
+    if self.big_template is None:
+      return params
+    return population.unpad(params, member.template.params)
+
+  # --- evaluation, batched over members of one model -----------------------------------
+  def evaluate(self, split: str, chosen: Sequence[members_lib.Member], k: int,
+               params_of=None) -> dict[int, dict]:
+    """Summaries of ``split`` for ``chosen`` members (index -> summary); ``params_of``:
+    member index -> own-size host params (default: their current ones)."""
+    if self.solo and params_of is None:
+      member = self.members[0]
+      return {member.index: self.evaluators[split, member.model].evaluate(
+          self.rstate.params, k)}
+    host = None if params_of is not None else self.host_state().params
+    out = {}
+    for model in dict.fromkeys(m.model for m in chosen):
+      group = [m for m in chosen if m.model == model]
+      own = [params_of(m.index) if params_of else self.own_params(host, m) for m in group]
+      if self.solo:
+        summaries = [self.evaluators[split, model].evaluate(parallel.replicate(own[0]), k)]
+      else:
+        summaries = self.evaluators[split, model].evaluate_members(
+            parallel.replicate(population.stack(own)), len(group), k)
+      out.update({m.index: s for m, s in zip(group, summaries)})
+    return out
+
+  def train(self) -> list[dict[str, Any] | Exception]:
+    members = self.members
+    with preemption.PreemptionWatcher(members[0].ckpt.reached_preemption) as watcher, \
+         contextlib.ExitStack() as closing:
+      for member in members:
+        closing.callback(member.writer.close)
+        closing.callback(member.ckpt.close)
+      _dispatch_loop(self, watcher)
+      results = _finish(self, watcher)
+    for member, result in zip(members, results):
+      if isinstance(result, dict):
+        logging.info("%sDone on %s in %.0fs: %s", member.prefix, self.dataset.name,
+                     result["wall_time_s"], describe(result["test"]))
+    return results
+
+
+def _set_up(members: list[members_lib.Member], start_time: float,
+            main_process: bool) -> _Run:
+  config = members[0].config
   dataset, fallback_reason = datasets.load_configured(config.data)
   observes = models.observes(config)
   preprocessing = validation.resolve_preprocessing(
@@ -118,230 +233,292 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                  else math.ceil(config.num_epochs * steps_per_epoch))
   num_validation = 0 if dataset.validation is None else len(dataset.validation)
   logging.info("Dataset %s (%s): %d train / %d validation (%s) / %d test, preprocessing=%s; "
-               "%d devices (%d processes); %d steps of global batch %d (%d per epoch).",
+               "%d devices (%d processes); %d steps of global batch %d (%d per epoch)%s.",
                dataset.name, dataset.source, num_train, num_validation,
                dataset.validation_source, len(dataset.test), preprocessing,
                parallel.device_count(), jax.process_count(), total_steps, config.batch_size,
-               steps_per_epoch)
+               steps_per_epoch, f"; {len(members)} members train as one population"
+               if len(members) > 1 else "")
 
-  model = models.build(config, dataset.info)
+  solo = len(members) == 1
   tx = state_lib.make_optimizer(config.optim, total_steps, steps_per_epoch)
-  state = state_lib.create_train_state(config.seed, model, tx)
-  ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints,
-                                  keep_best=config.keep_best_checkpoint)
-  # Every process restores: hosts that saw different checkpoints would run different
-  # programs and hang, so they must agree first.
-  latest = parallel.gather_int(-1 if ckpt.latest_step() is None else ckpt.latest_step())
-  if len(set(latest)) > 1:
-    raise checkpoints.CheckpointError(
-        f"The processes see different latest checkpoints in {ckpt.directory} (by process, "
-        f"-1 for none: {latest}). To resume a multi-host run, the workdir must be on storage "
-        f"every host sees at the same path (NFS, Filestore, a gcsfuse mount).")
-  restored = ckpt.restore_latest(state)
-  meta = {"alarm_steps": [], "train_seconds": 0.0, "selection": {}}
-  if restored is not None:
-    state, saved_meta = restored
-    meta.update({k: saved_meta[k] for k in meta if k in saved_meta})
-    logging.info("Resumed from checkpoint %d (epoch %.2f).", int(state.step),
-                 int(state.step) / steps_per_epoch)
-  step = int(state.step)
-  if step > total_steps:
+  for member in members:
+    member.model = models.build(member.config, dataset.info)
+    member.template = state_lib.create_train_state(member.config.seed, member.model, tx)
+    member.ckpt = checkpoints.Checkpointer(member.workdir, member.config.keep_checkpoints,
+                                           keep_best=member.config.keep_best_checkpoint)
+    if not solo:
+      member.prefix = f"[{member.name}] "
+  states, step = _restore(members, total_steps, steps_per_epoch)
+  for member in members:
+    if member.planned is not None:  # every check passed: only now the workdir changes
+      workdir_lib.apply(member.planned, member.step)
+    member.writer = metrics_lib.create_writer(member.workdir, is_main_process=main_process)
+
+  hyper = population.hyper_arrays([m.config for m in members])
+  big = max(members, key=lambda m: m.model.latent_dim or 0)
+  padded = population.LATENT_MASK in hyper
+  if padded and not population.supports_latent_mask(big.model):
     raise validation.ConfigError(
-        f"The run's checkpoint is at step {step}, past the {total_steps} steps the config "
-        f"asks for (num_epochs / num_train_steps); it cannot train backwards. Ask for at "
-        f"least {step} steps (num_train_steps >= {step}, or num_epochs >= "
-        f"{step / steps_per_epoch:.4g}); nothing in {workdir} was changed.")
-  if planned is not None:  # every check passed: only now the workdir changes
-    workdir_lib.apply(planned, step)
-
-  selection = selection_lib.Selection(config.selection.metric, config.selection.patience,
-                                      meta["selection"])
-  skip = config.optim.on_nonfinite == "skip"
+        f"{type(big.model).__name__} (config.model.name) cannot pad its latent units "
+        f"(no with_latent_mask): members with other model.latent_dim train apart.")
+  if solo:
+    state = states[0]
+  else:
+    hyper[population.ACTIVE] = np.asarray([m.status == ACTIVE for m in members], np.float32)
+    state = population.stack([population.pad_state(s, big.template) if padded else s
+                              for s in states])
+  optimizer = lambda lr: state_lib.make_optimizer(config.optim, total_steps, steps_per_epoch,
+                                                  learning_rate=lr)
   train_chunk = training.DataParallelTrainChunk(
-      model, tx, training.spec_from_config(config, num_train, preprocessing))
-  def evaluator(split):
-    return evaluation.Evaluator(model, preprocessing, config.eval.seed, dataset.arrays(split),
-                                config.eval.batch_size, config.eval.iwae_chunk_size,
-                                config.eval.collapse_rate_floor)
-  validator = evaluator("validation") if num_validation else None
-  tester = evaluator("test")  # evaluated once, after training, on the selected checkpoint
-  train_data = parallel.replicate(dataset.arrays("train"))
-  rstate = parallel.replicate(state)
-  writer = metrics_lib.create_writer(workdir, is_main_process=main_process)
+      big.model if padded else members[0].model, tx,
+      training.spec_from_config(config, num_train, preprocessing),
+      num_members=None if solo else len(members), optimizer=optimizer)
+  evaluators = {}
+  for model in dict.fromkeys(m.model for m in members):
+    for split in ("validation", "test") if num_validation else ("test",):
+      evaluators[split, model] = evaluation.Evaluator(
+          model, preprocessing, config.eval.seed, dataset.arrays(split), config.eval.batch_size,
+          config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)
+  return _Run(members, dataset, fallback_reason, preprocessing, total_steps, steps_per_epoch,
+              step, parallel.replicate(state), hyper, train_chunk,
+              parallel.replicate(dataset.arrays("train")), evaluators,
+              big.template if padded else None, start_time, main_process)
 
-  during = config.eval.num_importance_samples_during_training
-  periodic = {}  # step -> the validation summary of the periodic evaluation there
-  def evaluate(split, params, num_importance_samples, record=True):
-    summary = (validator if split == "validation" else tester).evaluate(
-        params, num_importance_samples)
-    logging.info("step %d %s | %s", step, split, describe(summary))
-    if not record:
-      return summary
-    writer.write_scalars(step, {f"{split}/{k}": v for k, v in evaluation.scalars(summary).items()})
-    if split == "validation":
-      periodic.clear()
-      periodic[step] = summary
-    if summary["posterior_collapse"] and split == "validation":
-      meta["alarm_steps"].append(step)
-      logging.warning("step %d: %s", step, summary["posterior_collapse"])
-    return summary
 
-  def save(validation_summary):
-    score = None
-    if config.keep_best_checkpoint:  # scored on validation; never on test
-      score = selection.score(validation_summary or validator.evaluate(
-          rstate.params, during if config.selection.metric == "nll" else 0))
-    meta["selection"] = selection.state()
-    ckpt.save(step, parallel.unreplicate(rstate), dict(
-        meta, epoch=step // steps_per_epoch, step_in_epoch=step % steps_per_epoch,
-        examples_seen=step * config.batch_size), score)
-    return step
+def _restore(members: list[members_lib.Member], total_steps: int,
+             steps_per_epoch: int) -> tuple[list[Any], int]:
+  """Restores each member's latest checkpoint; returns the states and the population's step.
 
-  pending, logged = [], []  # device metrics of dispatches not yet fetched / not yet logged
-  last_log_step, interval_start = step, time.time()
+  Members still training were saved together; if a stop came between their saves, all
+  go back to the newest step every one of them has, so the rerun is exact.
+  """
+  states = []
+  for member in members:
+    # Every process restores: hosts that saw different checkpoints would run different
+    # programs and hang, so they must agree first.
+    latest = parallel.gather_int(-1 if member.ckpt.latest_step() is None
+                                 else member.ckpt.latest_step())
+    if len(set(latest)) > 1:
+      raise checkpoints.CheckpointError(
+          f"The processes see different latest checkpoints in {member.ckpt.directory} (by "
+          f"process, -1 for none: {latest}). To resume a multi-host run, the workdir must be "
+          f"on storage every host sees at the same path (NFS, Filestore, a gcsfuse mount).")
+    states.append(member.restore())
+    if member.restored:
+      logging.info("%sResumed from checkpoint %d (epoch %.2f).", member.prefix, member.step,
+                   member.step / steps_per_epoch)
+  steps = {m.step for m in members if m.status == ACTIVE}
+  if len(steps) > 1:
+    common = min(steps)
+    for member in members:
+      if member.status == ACTIVE and member.step > common:
+        states[member.index] = member.restore(common)
+  for member in members:
+    if member.step > total_steps:
+      raise validation.ConfigError(
+          f"The run's checkpoint is at step {member.step}, past the {total_steps} steps the "
+          f"config asks for (num_epochs / num_train_steps); it cannot train backwards. Ask "
+          f"for at least {member.step} steps (num_train_steps >= {member.step}, or num_epochs "
+          f">= {member.step / steps_per_epoch:.4g}); nothing in {member.workdir} was changed.")
+  active = [m.step for m in members if m.status == ACTIVE]
+  return states, active[0] if active else max(m.step for m in members)
+
+
+def _dispatch_loop(run: _Run, watcher: preemption.PreemptionWatcher) -> None:
+  """Trains until the total, or until every member has stopped; saves on the way."""
+  config, skip = run.config, run.config.optim.on_nonfinite == "skip"
+  pending, last_log_step, interval_start = [], run.step, time.time()
   compiled, compiling = set(), False  # chunk lengths seen; a new one means a compilation
-  saved_step = step if restored is not None else None
-  with preemption.PreemptionWatcher(ckpt.reached_preemption) as watcher, \
-       contextlib.closing(ckpt), contextlib.closing(writer):
-    if step < total_steps and watcher.should_stop(step):  # a stop asked during start-up
-      raise preemption.Preempted(step, saved_step)
-    while step < total_steps and not selection.should_stop:
-      num_steps = _next_stop(step, total_steps, config) - step
-      compiling |= num_steps not in compiled
-      compiled.add(num_steps)
-      rstate, chunk_metrics = train_chunk(rstate, train_data, step, num_steps)
-      pending.append((step, chunk_metrics))
-      step += num_steps
-      final = step == total_steps
-      stop = watcher.should_stop(step)
-      log = step % config.log_every == 0 or final or stop
-      checkpoint = step % config.checkpoint_every == 0 or final or stop
-      run_eval = step % config.eval_every == 0 or final
-      if not (log or checkpoint or run_eval):
-        continue
-      # Each dispatch's metrics come to the host once (pmean-ed: device 0's copy).
-      fetched = [(start, parallel.unreplicate(m)) for start, m in pending]
-      logged += fetched
-      pending = []
+  rhyper = parallel.replicate(run.hyper)
+  saved_step = run.step if any(m.restored for m in run.members) else None
+  if run.step < run.total_steps and watcher.should_stop(run.step):  # asked during start-up
+    raise preemption.Preempted(run.step, saved_step)
+  while run.step < run.total_steps and run.active():
+    num_steps = _next_stop(run.step, run.total_steps, config) - run.step
+    compiling |= num_steps not in compiled
+    compiled.add(num_steps)
+    run.rstate, chunk_metrics = run.train_chunk(run.rstate, rhyper, run.train_data, run.step,
+                                                num_steps)
+    pending.append((run.step, chunk_metrics))
+    run.step += num_steps
+    for member in run.active():
+      member.step = run.step
+    final = run.step == run.total_steps
+    stop = watcher.should_stop(run.step)
+    log = run.step % config.log_every == 0 or final or stop
+    checkpoint = run.step % config.checkpoint_every == 0 or final or stop
+    run_eval = run.step % config.eval_every == 0 or final
+    if not (log or checkpoint or run_eval):
+      continue
+    # Each dispatch's metrics come to the host once (pmean-ed: device 0's copy).
+    fetched = [(start, parallel.unreplicate(m)) for start, m in pending]
+    pending = []
+    for member in run.active():
+      mine = fetched if run.solo else [
+          (start, {k: v[member.index] for k, v in m.items()}) for start, m in fetched]
+      member.logged += mine
       problem = training.first_nonfinite(
-          fetched, config.optim.max_consecutive_nonfinite if skip else None)
+          mine, config.optim.max_consecutive_nonfinite if skip else None)
       if problem:
-        last = ckpt.latest_step()
-        raise training.NonFiniteError(
-            f"{problem}. Stopped without saving it; " +
+        last = member.ckpt.latest_step()
+        error = training.NonFiniteError(
+            f"{member.prefix}{problem}. Stopped without saving it; " +
             (f"the last good checkpoint is {last}" if last is not None else "no checkpoint "
-             "was saved yet") + f" in {ckpt.directory}. Lower optim.learning_rate, set "
+             "was saved yet") + f" in {member.ckpt.directory}. Lower optim.learning_rate, set "
             f"optim.grad_clip_norm, or set optim.on_nonfinite='skip' to drop such updates.")
-      now = time.time()
-      if log:
-        meta["train_seconds"] += now - interval_start
-        _log_train(writer, logged, step, last_log_step, total_steps, steps_per_epoch,
-                   config.batch_size, now - interval_start, compiling)
-        logged, last_log_step, compiling = [], step, False
-      validation_summary = None
-      if run_eval and validator is not None:  # before the save, which records its score
-        validation_summary = evaluate("validation", rstate.params, during)
-        selection.update(step, validation_summary)
-      if checkpoint or selection.should_stop:
-        saved_step = save(validation_summary)
-      if selection.should_stop:
-        logging.info("Early stopping at step %d: validation %s has not improved on %.4f "
-                     "(step %d) for %d evaluations.", step, selection.metric,
-                     selection.best_value, selection.best_step, selection.patience)
-      if stop and not final:
-        raise preemption.Preempted(step, saved_step)
-      interval_start = time.time() if log else interval_start + time.time() - now
-    # The test split, once: the selected checkpoint (best on validation, or the last).
-    selected_step = step
+        if run.solo:
+          raise error
+        logging.warning("%s", error)
+        member.status, member.error = FAILED, error
+    now = time.time()
+    if log:
+      _log_train(run, last_log_step, now - interval_start, compiling)
+      last_log_step, compiling = run.step, False
+    saved_step = _validate_and_save(run, run_eval, checkpoint) or saved_step
+    rhyper = _refresh_hyper(run, rhyper)
+    if stop and not final:
+      raise preemption.Preempted(run.step, saved_step)
+    interval_start = time.time() if log else interval_start + time.time() - now
+
+
+def _refresh_hyper(run: _Run, rhyper: population.Hyper) -> population.Hyper:
+  """Freezes members that stopped or failed (their learning rate becomes 0)."""
+  if run.solo:
+    return rhyper
+  active = np.asarray([m.status == ACTIVE for m in run.members], np.float32)
+  if np.array_equal(active, run.hyper[population.ACTIVE]):
+    return rhyper
+  run.hyper[population.ACTIVE] = active
+  return parallel.replicate(run.hyper)
+
+
+def _validate_and_save(run: _Run, run_eval: bool, checkpoint: bool) -> Optional[int]:
+  """Validation (selection, early stopping), then checkpoints; returns the saved step."""
+  config, active = run.config, run.active()
+  during = config.eval.num_importance_samples_during_training
+  has_validation = run.dataset.validation is not None
+  summaries = {}
+  if run_eval and has_validation:  # before the saves, which record their scores
+    summaries = run.evaluate("validation", active, during)
+    for member in active:
+      logging.info("%sstep %d validation | %s", member.prefix, run.step,
+                   describe(summaries[member.index]))
+      member.record_validation(run.step, summaries[member.index])
+  stopping = [m for m in active if m.selection.should_stop]
+  to_save = active if checkpoint else stopping
+  if not to_save:
+    return None
+  if config.keep_best_checkpoint:  # scored on validation; never on test
+    missing = [m for m in to_save if m.index not in summaries]
+    if missing:
+      summaries.update(run.evaluate("validation", missing,
+                                    during if config.selection.metric == "nll" else 0))
+  host = run.host_state()
+  for member in to_save:
+    score = (member.selection.score(summaries[member.index])
+             if config.keep_best_checkpoint else None)
+    member.save(run.own_state(host, member), run.steps_per_epoch, score)
+  for member in stopping:
+    member.status = STOPPED
+    selection = member.selection
+    logging.info("%sEarly stopping at step %d: validation %s has not improved on %.4f "
+                 "(step %d) for %d evaluations.", member.prefix, run.step, selection.metric,
+                 selection.best_value, selection.best_step, selection.patience)
+  return run.step
+
+
+def _finish(run: _Run, watcher: preemption.PreemptionWatcher) -> list[dict | Exception]:
+  """The test split, once per member: its selected checkpoint (best on validation, or
+  its last), evaluated in one batched program per model; then pictures and results."""
+  config, done = run.config, [m for m in run.members if m.status != FAILED]
+  host = None if run.solo else run.host_state().params
+  selected, params = {}, {}
+  for member in done:
+    selected[member.index] = member.step
     if config.keep_best_checkpoint:
-      ckpt.wait_until_finished()
-      selected_step = ckpt.best_step()
-    selected = (rstate.params if selected_step == step else parallel.replicate(
-        ckpt.restore(selected_step, state)[0].params))  # state: a template
-    with watcher.interruptible(step):
-      validation_final = (None if validator is None else periodic.get(selected_step) or
-                          evaluate("validation", selected, during, record=False))
-      test_summary = evaluate("test", selected, config.eval.num_importance_samples)
-      nll_by_k = {}
-      for k in config.eval.extra_num_importance_samples:
-        nll_by_k[str(k)] = tester.evaluate(selected, k)["nll"]
-        logging.info("step %d test | NLL(k=%d) %.3f", step, k, nll_by_k[str(k)])
-      if "nll" in test_summary:
-        nll_by_k[str(config.eval.num_importance_samples)] = test_summary["nll"]
-      test_summary["nll_by_k"] = nll_by_k
-      test_summary["step"] = selected_step
-
-    params = parallel.unreplicate(selected)
-    if main_process:
-      _write_pictures(writer, workdir, model, params, dataset, config, preprocessing, step)
-    writer.flush()
-
-  results = {
-      "test": test_summary,
-      "validation": validation_final,
-      "selection": selection.report(selected_step, config.keep_best_checkpoint,
-                                    selection.should_stop),
-      "posterior_collapse": {"final": test_summary["posterior_collapse"],
-                             "alarm_steps": meta["alarm_steps"]},
-      "unit": "nats per example" + (" (bits_per_dim: bits per dimension)"
-                                    if "bits_per_dim" in test_summary else ""),
-      "dataset": {"requested": config.data.name, "used": dataset.name,
-                  "source": dataset.source, "fallback_reason": fallback_reason,
-                  "preprocessing": preprocessing, "num_train": num_train,
-                  "num_test": len(dataset.test), "train_split": config.data.train_split,
-                  "test_split": config.data.test_split,
-                  "validation_split": config.data.validation_split,
-                  "validation_source": dataset.validation_source,
-                  "num_validation": num_validation,
-                  "validation_indices": (None if dataset.validation_indices is None
-                                         else dataset.validation_indices.tolist())},
-      "steps": step, "planned_steps": total_steps, "epochs": step / steps_per_epoch,
-      "batch_size": config.batch_size,
-      "skipped_updates": (int(parallel.unreplicate(rstate.opt_state).total_notfinite)
-                          if skip else 0),
-      "wall_time_s": time.time() - start_time, "train_time_s": meta["train_seconds"],
-      "seconds_per_epoch": meta["train_seconds"] / max(step / steps_per_epoch, 1e-9),
-      "device_count": parallel.device_count(), "process_count": jax.process_count(),
-      "platform": jax.default_backend(),
-      "seed": config.seed, "eval_seed": config.eval.seed, "versions": workdir_lib.versions(),
-  }
-  if main_process:
-    workdir_lib.write_json(os.path.join(workdir, workdir_lib.RESULTS_FILE), results)
-  logging.info("Done on %s in %.0fs: %s", dataset.name, results["wall_time_s"],
-               describe(test_summary))
+      member.ckpt.wait_until_finished()
+      selected[member.index] = member.ckpt.best_step()
+    if selected[member.index] != member.step:
+      params[member.index] = member.ckpt.restore(selected[member.index],
+                                                 member.template)[0].params
+    elif not run.solo:
+      params[member.index] = run.own_params(host, member)
+  # A solo run's current parameters stay on the devices (as they always were).
+  params_of = None if run.solo and not params else params.__getitem__
+  during, k = config.eval.num_importance_samples_during_training, config.eval.num_importance_samples
+  with watcher.interruptible(run.step):
+    validation_final = {m.index: m.periodic.get(selected[m.index]) for m in done}
+    redo = [m for m in done if validation_final[m.index] is None]
+    if redo and run.dataset.validation is not None:
+      validation_final.update(run.evaluate("validation", redo, during, params_of))
+    tests = run.evaluate("test", done, k, params_of)
+    for member in done:
+      logging.info("%sstep %d test | %s", member.prefix, run.step, describe(tests[member.index]))
+      member.writer.write_scalars(run.step, {
+          f"test/{k}": v for k, v in evaluation.scalars(tests[member.index]).items()})
+    nll_by_k = {m.index: {} for m in done}
+    for extra_k in config.eval.extra_num_importance_samples:
+      for index, summary in run.evaluate("test", done, extra_k, params_of).items():
+        nll_by_k[index][str(extra_k)] = summary["nll"]
+        logging.info("%sstep %d test | NLL(k=%d) %.3f", run.members[index].prefix, run.step,
+                     extra_k, summary["nll"])
+  skipped = ([0] * len(run.members) if config.optim.on_nonfinite != "skip" else
+             np.atleast_1d(parallel.unreplicate(run.rstate.opt_state).total_notfinite))
+  results = []
+  for member in run.members:
+    if member.status == FAILED:
+      results.append(member.error)
+      continue
+    test = tests[member.index]
+    if "nll" in test:
+      nll_by_k[member.index][str(k)] = test["nll"]
+    test["nll_by_k"] = nll_by_k[member.index]
+    test["step"] = selected[member.index]
+    if run.main_process:
+      own = params.get(member.index)
+      member.write_pictures(parallel.unreplicate(run.rstate.params) if own is None else own,
+                            run.dataset, run.preprocessing, member.step)
+    member.writer.flush()
+    result = member.results(run.dataset, run.fallback_reason, run.preprocessing, test,
+                            validation_final.get(member.index), selected[member.index],
+                            run.total_steps, run.steps_per_epoch,
+                            int(skipped[member.index]), run.start_time)
+    if run.main_process:
+      workdir_lib.write_json(os.path.join(member.workdir, workdir_lib.RESULTS_FILE), result)
+    results.append(result)
   return results
 
 
-def _log_train(writer, logged: list, step: int, last_log_step: int, total_steps: int,
-               steps_per_epoch: int, batch_size: int, seconds: float, compiling: bool) -> None:
-  """Means over the steps since the last log (finite values: skipped updates excluded)."""
-  stacked = {k: np.concatenate([m[k] for _, m in logged]) for k in logged[0][1]}
-  counters = {k: stacked.pop(k)[-1] for k in ("skipped_updates", "consecutive_nonfinite")
-              if k in stacked}
-  means = {k: float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
-           for k, v in stacked.items()}
-  steps_per_s = (step - last_log_step) / seconds
-  skipped = int(counters.get("skipped_updates", 0))
+def _log_train(run: _Run, last_log_step: int, seconds: float, compiling: bool) -> None:
+  """Means over the steps since the last log (finite values: skipped updates excluded),
+  to each member's metrics; one log line (a population's: the spread over members)."""
+  steps_per_s = (run.step - last_log_step) / seconds
+  losses, text, note = [], "", ""
+  for member in [m for m in run.members if m.logged]:
+    stacked = {k: np.concatenate([m[k] for _, m in member.logged]) for k in member.logged[0][1]}
+    counters = {k: stacked.pop(k)[-1] for k in ("skipped_updates", "consecutive_nonfinite")
+                if k in stacked}
+    means = {k: float(np.mean(v[np.isfinite(v)])) if np.isfinite(v).any() else float("nan")
+             for k, v in stacked.items()}
+    member.logged = []
+    member.meta["train_seconds"] += seconds
+    skipped = int(counters.get("skipped_updates", 0))
+    member.writer.write_scalars(run.step, {f"train/{k}": v for k, v in means.items()})
+    member.writer.write_scalars(run.step, {
+        "train/steps_per_sec": steps_per_s,
+        "train/examples_per_sec": steps_per_s * member.config.batch_size,
+        **({"train/skipped_updates": skipped} if counters else {})})
+    if member.status != FAILED:
+      losses.append(means["loss"])
+    text, note = _format(means), (f" | {skipped} non-finite updates skipped so far"
+                                  if skipped else "")
+  if not run.solo:
+    text, note = (f"{len(losses)} of {len(run.members)} members training, loss median "
+                  f"{np.median(losses):.4g} (min {np.min(losses):.4g}, max "
+                  f"{np.max(losses):.4g})" if losses else "no member training"), ""
   logging.info("step %d/%d (epoch %.2f) | %s | %.1f steps/s, %.0f examples/s%s, ETA %.0fs%s",
-               step, total_steps, step / steps_per_epoch, _format(means), steps_per_s,
-               steps_per_s * batch_size, " (incl. compilation)" if compiling else "",
-               (total_steps - step) / steps_per_s,
-               f" | {skipped} non-finite updates skipped so far" if skipped else "")
-  writer.write_scalars(step, {f"train/{k}": v for k, v in means.items()})
-  writer.write_scalars(step, {"train/steps_per_sec": steps_per_s,
-                              "train/examples_per_sec": steps_per_s * batch_size,
-                              **({"train/skipped_updates": skipped} if counters else {})})
-
-
-def _write_pictures(writer, workdir: str, model: interface.Model, params: dict,
-                    dataset: datasets.Dataset, config: ml_collections.ConfigDict,
-                    preprocessing: str, step: int) -> None:
-  """Reconstructions of the first test images (as the model sees them) and samples."""
-  count = min(config.images.num_reconstructions, len(dataset.test))
-  test = {k: v[:count] for k, v in dataset.arrays("test").items()}
-  batch = evaluation.eval_batch(test, np.arange(count), preprocessing, config.eval.seed)
-  pictures = images.model_pictures(model, params, batch, config.images.num_samples,
-                                   config.eval.seed)
-  for name, picture in pictures.items():
-    images.save_png(os.path.join(workdir, f"{name}.png"), picture)
-  writer.write_images(step, {k: v[None] for k, v in pictures.items()})
+               run.step, run.total_steps, run.step / run.steps_per_epoch, text, steps_per_s,
+               steps_per_s * run.config.batch_size * max(len(losses), 1),
+               " (incl. compilation)" if compiling else "",
+               (run.total_steps - run.step) / steps_per_s, note)

@@ -8,7 +8,7 @@ exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import flax
 import jax
@@ -54,16 +54,20 @@ def iwae_3i_boundaries(steps_per_epoch: int) -> list[int]:
 
 
 def learning_rate_schedule(optim: ml_collections.ConfigDict, total_steps: int,
-                           steps_per_epoch: int = 1) -> optax.Schedule:
+                           steps_per_epoch: int = 1,
+                           learning_rate: Optional[jax.Array] = None) -> optax.Schedule:
   """The learning rate at each step; the decays papers quote are in epochs.
 
   "step": x ``decay_factor`` at each epoch of ``decay_epochs`` (pythae's VAE:
   x10^(-1/5) at epochs 200, 350, 500, 750, 1000). "exponential": x ``decay_rate``
   per epoch, continuously. "iwae_3i": the IWAE paper's 3^i schedule (above);
   "iwae_3i_stretched": its shape laid over a run of any length (budget protocols). A
-  linear warm-up (``warmup_steps``) precedes any of them.
+  linear warm-up (``warmup_steps``) precedes any of them. Every schedule is linear in
+  the learning rate, so ``learning_rate`` (a population member's traced value, in place
+  of ``optim.learning_rate``) scales it, and 0 freezes a member.
   """
-  lr, warmup = optim.learning_rate, optim.warmup_steps
+  lr = optim.learning_rate if learning_rate is None else learning_rate
+  warmup = optim.warmup_steps
   if optim.schedule == "iwae_3i_stretched":
     return iwae_3i_stretched_schedule(lr, total_steps)
   if optim.schedule == "cosine":
@@ -88,8 +92,11 @@ def learning_rate_schedule(optim: ml_collections.ConfigDict, total_steps: int,
 
 
 def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int,
-                   steps_per_epoch: int = 1) -> optax.GradientTransformation:
-  schedule = learning_rate_schedule(optim, total_steps, steps_per_epoch)
+                   steps_per_epoch: int = 1,
+                   learning_rate: Optional[jax.Array] = None) -> optax.GradientTransformation:
+  """The optimizer of ``optim``; ``learning_rate``: a traced value in place of the field's
+  (a population's members: the state's structure does not depend on it)."""
+  schedule = learning_rate_schedule(optim, total_steps, steps_per_epoch, learning_rate)
   if optim.optimizer == "adam":
     opt = optax.adam(schedule, eps=optim.get("adam_eps", 1e-8))
   elif optim.optimizer == "adamw":

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,7 @@ from vae_jax.data import pipeline
 from vae_jax.models import interface
 from vae_jax.objectives import elbo
 from vae_jax.objectives import training_objectives
+from vae_jax.training import population
 from vae_jax.training import state as state_lib
 
 
@@ -90,10 +91,18 @@ def make_batch(data: dict[str, jax.Array], indices: jax.Array, pixel_keys: jax.A
   return batch
 
 
-def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
-                     spec: TrainSpec):
-  """Per-device fn(state, data, perms, num_steps) -> (state, metrics stacked over steps).
+OptimizerFactory = Callable[[jax.Array], optax.GradientTransformation]
 
+
+def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
+                     spec: TrainSpec, optimizer: Optional[OptimizerFactory] = None):
+  """Per-device fn(state, hyper, data, perms, num_steps) -> (state, metrics stacked over steps).
+
+  Written for one member: ``hyper`` (``population.Hyper``, one member's scalars) holds
+  the values that differ between the members of a population; each one absent ({} in
+  a solo run) is the compile-time constant of ``spec``, so a solo run compiles to the
+  program it always did. ``optimizer``: learning rate -> the optimizer (``tx``'s
+  state structure), for members whose learning rate is traced.
   ``perms``: the permutations of the ``epochs_touched(spec, num_steps)`` epochs
   from the state's epoch on (a tuple of [N] arrays), so a chunk may cross epoch
   boundaries at no per-step cost. ``num_steps`` is static: one compilation per
@@ -101,8 +110,8 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
   """
   axis = parallel.AXIS_NAME
 
-  def train_step(state: state_lib.TrainState, data: dict[str, jax.Array], perms: jax.Array,
-                 first_epoch: jax.Array):
+  def train_step(state: state_lib.TrainState, hyper: population.Hyper,
+                 data: dict[str, jax.Array], perms: jax.Array, first_epoch: jax.Array):
     epoch, step_in_epoch = jnp.divmod(state.step, spec.steps_per_epoch)
     indices, positions = pipeline.local_batch_indices(
         perms, epoch - first_epoch, step_in_epoch, spec.global_batch, spec.per_device_batch,
@@ -112,20 +121,24 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
     latent_keys = pipeline.example_keys(
         pipeline.stream_key(state.rng, pipeline.STREAM_LATENT, state.step), positions)
     batch = make_batch(data, indices, pixel_keys, spec.preprocessing)
-    beta = elbo.beta_at(state.step, spec.beta, spec.kl_warmup_steps)
+    beta = elbo.beta_at(state.step, hyper.get("beta", spec.beta),
+                        hyper.get("kl_warmup_steps", spec.kl_warmup_steps))
+    member_model = population.masked(model, hyper)
+    nan_at_step = hyper.get("nan_at_step", spec.nan_at_step)
 
     def loss_fn(params):
       if spec.objective != "elbo":  # a bound of k log-weights (objectives/training_objectives)
-        loss, metrics = training_objectives.loss(model, params, batch, latent_keys,
+        loss, metrics = training_objectives.loss(member_model, params, batch, latent_keys,
                                                  spec.objective, spec.num_samples,
                                                  spec.gradient_estimator)
       else:
-        terms = interface.training_terms(model, params, batch, latent_keys, state.step)
+        terms = interface.training_terms(member_model, params, batch, latent_keys, state.step)
         if spec.preprocessing == "dequantize":
           terms = elbo.add_bits_per_dim(terms, math.prod(batch["image"].shape[1:]))
-        loss, metrics = elbo.training_loss(terms, beta, spec.free_bits, axis)
-      if spec.nan_at_step > 0:
-        loss = loss * jnp.where(state.step + 1 == spec.nan_at_step, jnp.nan, 1.0)
+        loss, metrics = elbo.training_loss(terms, beta, hyper.get("free_bits", spec.free_bits),
+                                           axis)
+      if not isinstance(nan_at_step, int) or nan_at_step > 0:
+        loss = loss * jnp.where(state.step + 1 == nan_at_step, jnp.nan, 1.0)
         metrics["loss"] = loss
       return loss, metrics
 
@@ -136,7 +149,10 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
     if spec.skip_nonfinite:  # a non-finite loss voids the update even if grads are finite
       grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(metrics["loss"]), g, jnp.nan),
                            grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    member_tx = tx
+    if "learning_rate" in hyper:  # a population: frozen members learn at rate 0
+      member_tx = optimizer(hyper["learning_rate"] * hyper[population.ACTIVE])
+    updates, opt_state = member_tx.update(grads, state.opt_state, state.params)
     if spec.skip_nonfinite:
       metrics["skipped_updates"] = opt_state.total_notfinite
       metrics["consecutive_nonfinite"] = opt_state.notfinite_count
@@ -147,15 +163,16 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
       if spec.skip_nonfinite:  # a skipped update skips this too
         ok = jnp.isfinite(metrics["loss"])
         updated = jax.tree.map(lambda new, old: jnp.where(ok, new, old), updated, params)
-      params, metrics = updated, {**metrics, **extra}
+      params = population.frozen_updates(hyper.get(population.ACTIVE), updated, params)
+      metrics = {**metrics, **extra}
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
-  def train_chunk(state: state_lib.TrainState, data: dict[str, jax.Array], perms: tuple,
-                  num_steps: int):
+  def train_chunk(state: state_lib.TrainState, hyper: population.Hyper,
+                  data: dict[str, jax.Array], perms: tuple, num_steps: int):
     first_epoch = state.step // spec.steps_per_epoch
     perms = jnp.stack(perms)
-    return jax.lax.scan(lambda s, _: train_step(s, data, perms, first_epoch), state,
+    return jax.lax.scan(lambda s, _: train_step(s, hyper, data, perms, first_epoch), state,
                         None, length=num_steps)
 
   return train_chunk
@@ -169,22 +186,32 @@ def epochs_touched(spec: TrainSpec, num_steps: int) -> int:
 class DataParallelTrainChunk:
   """``make_train_chunk`` on every device, drawing each epoch's permutation once.
 
-  Call as fn(replicated state, replicated data dict, step, num_steps) -> (state,
-  metrics), ``step`` being the state's step (the host knows it without waiting
-  for the devices). The state's buffers are donated: use the returned state.
-  A permutation of 50,000 examples takes about 16 ms on a 2-core CPU; drawn
-  anew in every 200-step dispatch, the epochs it touches would cost ~8 % of the
+  Call as fn(replicated state, replicated hyper, replicated data dict, step, num_steps)
+  -> (state, metrics), ``step`` being the population's step (the host knows it without
+  waiting for the devices). With ``num_members`` the state, ``hyper`` and the
+  permutations carry a leading member axis and the chunk is ``jax.vmap``-ped over it
+  inside the data-parallel map (each device takes its slice of every member's batch);
+  without, it is the solo program, unbatched. The state's buffers are donated: use the
+  returned state. A permutation of 50,000 examples takes about 16 ms on a 2-core CPU;
+  drawn anew in every 200-step dispatch, the epochs it touches would cost ~8 % of the
   default model's training time.
   """
 
   def __init__(self, model: interface.Model, tx: optax.GradientTransformation,
-               spec: TrainSpec):
+               spec: TrainSpec, num_members: Optional[int] = None,
+               optimizer: Optional[OptimizerFactory] = None):
     self._spec = spec
-    self._chunk = parallel.data_parallel(make_train_chunk(model, tx, spec),
-                                         static_argnums=(3,), donate_argnums=(0,))
-    self._permutation = parallel.data_parallel(
-        lambda rng, epoch: pipeline.epoch_permutation(rng, epoch, spec.num_examples))
-    self._perms = {}  # epoch -> its permutation, replicated; only the current window kept
+    chunk = make_train_chunk(model, tx, spec, optimizer)
+    permutation = lambda rng, epoch: pipeline.epoch_permutation(rng, epoch, spec.num_examples)
+    if num_members is not None:
+      member_chunk = chunk
+      def chunk(state, hyper, data, perms, num_steps):  # pylint: disable=function-redefined
+        return jax.vmap(lambda s, h, p: member_chunk(s, h, data, p, num_steps))(
+            state, hyper, perms)
+      permutation = jax.vmap(permutation, in_axes=(0, None))
+    self._chunk = parallel.data_parallel(chunk, static_argnums=(4,), donate_argnums=(0,))
+    self._permutation = parallel.data_parallel(permutation)
+    self._perms = {}  # epoch -> its permutation(s), replicated; only the current window kept
 
   def permutations(self, rng: jax.Array, step: int, num_steps: int) -> tuple:
     """The replicated permutations a chunk from ``step`` needs (``rng``: replicated)."""
@@ -194,10 +221,10 @@ class DataParallelTrainChunk:
                    self._permutation(rng, parallel.replicate(np.int32(e))) for e in epochs}
     return tuple(self._perms[e] for e in epochs)
 
-  def __call__(self, rstate: state_lib.TrainState, data: dict[str, jax.Array], step: int,
-               num_steps: int):
+  def __call__(self, rstate: state_lib.TrainState, rhyper: population.Hyper,
+               data: dict[str, jax.Array], step: int, num_steps: int):
     perms = self.permutations(rstate.rng, step, num_steps)
-    return self._chunk(rstate, data, perms, num_steps)
+    return self._chunk(rstate, rhyper, data, perms, num_steps)
 
 
 CHECKED = ("loss", "grad_norm")

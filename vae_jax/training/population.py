@@ -1,0 +1,187 @@
+"""Populations: runs that differ only in values, trained together as one compiled program.
+
+A sweep's members usually differ in a few numbers (β, the seed, the learning
+rate, the latent dimension), not in the program: the arrays have the same
+shapes and the same operations run on them. Such members train as one
+*population*: every leaf of the train state carries a leading member axis, and
+the train step, written for one member, is ``jax.vmap``-ed over it (PureJaxRL's
+``jit(vmap(train))``). What differs between members enters as data:
+
+- the seed: each member's own parameters and base key (the state);
+- ``HYPER_FIELDS``: traced per-member scalars (``Hyper``), read by the step
+  instead of the compile-time constants a solo run uses;
+- ``model.latent_dim``, for a family with the latent-mask capability
+  (``Model.with_latent_mask``): every member is padded to the largest dimension.
+  It is initialised at its own size and its parameters zero-padded (``pad``); the
+  mask makes the padded units inert: zero codes into the decoder, no rate, no
+  terms in log q or log p(z), so their parameters get zero gradients and stay
+  zero. A member's slice (``unpad``) is exactly a model of its own size, which is
+  what its checkpoints, evaluation and pictures use.
+
+Any other difference (architecture, batch size, data, k, a family's own field)
+changes the program, and such members go to different populations
+(``compatibility_key``). A member that stops early (validation) is frozen: its
+learning rate is multiplied by 0, so its parameters stay exactly as they were,
+and the program keeps its shape.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vae_jax.models import interface
+
+# config field -> the name the train step reads it by from ``Hyper`` (see step.TrainSpec).
+HYPER_FIELDS = {"objective.beta": "beta", "objective.warmup_steps": "kl_warmup_steps",
+                "objective.free_bits": "free_bits", "optim.learning_rate": "learning_rate",
+                "debug.nan_at_step": "nan_at_step"}
+SEED_FIELD = "seed"
+LATENT_FIELD = "model.latent_dim"
+# Hyper entries of every population of two or more (not fields): 1.0 while the member
+# trains, 0.0 once it is frozen; and the latent mask [d_max] where dimensions differ.
+ACTIVE = "active"
+LATENT_MASK = "latent_mask"
+
+Hyper = dict[str, Any]   # name -> [M] (or [M, d_max]) arrays; {} for a solo run
+
+
+def supports_latent_mask(model: interface.Model) -> bool:
+  """Whether the family can pad its latent dimension (``Model.with_latent_mask``)."""
+  return callable(getattr(model, "with_latent_mask", None))
+
+
+def _flat(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  out = {}
+  def walk(node, prefix):
+    for key, value in node.items():
+      if isinstance(value, (dict, ml_collections.ConfigDict)):
+        walk(value, f"{prefix}{key}.")
+      else:
+        out[prefix + key] = value
+  walk(config, "")
+  return out
+
+
+def compatibility_key(config: ml_collections.ConfigDict, maskable: bool) -> str:
+  """Equal for configs that can train in one population: equal but for the seed, the
+  ``HYPER_FIELDS`` and (``maskable``: the family pads latents) the latent dimension."""
+  free = {SEED_FIELD, *HYPER_FIELDS} | ({LATENT_FIELD} if maskable else set())
+  fields = {k: v for k, v in _flat(config.to_dict()).items() if k not in free}
+  return json.dumps(fields, sort_keys=True, default=str)
+
+
+def varying(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
+  """The HYPER_FIELDS whose values differ between ``configs``."""
+  return [f for f in HYPER_FIELDS
+          if len({json.dumps(_flat(c.to_dict())[f]) for c in configs}) > 1]
+
+
+def latent_dims(configs: Sequence[ml_collections.ConfigDict]) -> list[int]:
+  return [int(c.model.latent_dim) for c in configs] if all(
+      "latent_dim" in c.model for c in configs) else []
+
+
+def hyper_arrays(configs: Sequence[ml_collections.ConfigDict]) -> Hyper:
+  """The traced per-member inputs of a population of ``configs``; {} for one member.
+
+  A population of two or more always gets the learning rate and the ``active``
+  flag (freezing multiplies the one by the other), the other HYPER_FIELDS where
+  they vary, and the latent mask where the dimensions do.
+  """
+  if len(configs) == 1:
+    return {}
+  flat = [_flat(c.to_dict()) for c in configs]
+  fields = set(varying(configs)) | {"optim.learning_rate"}
+  hyper = {HYPER_FIELDS[f]: np.asarray([fl[f] for fl in flat], np.float32)
+           for f in HYPER_FIELDS if f in fields}
+  hyper[ACTIVE] = np.ones(len(configs), np.float32)
+  dims = latent_dims(configs)
+  if dims and len(set(dims)) > 1:
+    top = max(dims)
+    hyper[LATENT_MASK] = (np.arange(top)[None] < np.asarray(dims)[:, None]).astype(np.float32)
+  return hyper
+
+
+def pad(small: Any, big: Any) -> Any:
+  """``small``'s parameters zero-padded at the end of every axis to ``big``'s shapes."""
+  def one(s, b):
+    s = np.asarray(s)
+    widths = [(0, bs - ss) for ss, bs in zip(s.shape, np.shape(b))]
+    if any(w < 0 for _, w in widths):
+      raise ValueError(f"cannot pad {s.shape} to {np.shape(b)}")
+    return np.pad(s, widths)
+  return jax.tree.map(one, small, big)
+
+
+def unpad(big: Any, small: Any) -> Any:
+  """The inverse of ``pad``: ``big`` cut to ``small``'s shapes (arrays or shape structs)."""
+  return jax.tree.map(lambda b, s: b[tuple(slice(0, n) for n in np.shape(s))], big, small)
+
+
+def _ravel_sizes(small_params: Any, big_params: Any):
+  small_flat, unravel_small = jax.flatten_util.ravel_pytree(small_params)
+  big_flat, unravel_big = jax.flatten_util.ravel_pytree(big_params)
+  return small_flat.size, big_flat.size, unravel_small, unravel_big
+
+
+def pad_state(small: Any, big_template: Any) -> Any:
+  """A member's train state (host arrays, its own size) in the padded layout of
+  ``big_template`` (a state at the largest size). Optimizer states hold the parameters
+  as one flat vector (``optax.flatten``): those are unflattened, padded, flattened."""
+  num_small, num_big, unravel_small, _ = _ravel_sizes(small.params, big_template.params)
+
+  def leaf(s, b):
+    if np.shape(s) == np.shape(b):
+      return np.asarray(s)
+    if np.ndim(s) == 1 and np.size(s) == num_small and np.size(b) == num_big:
+      padded = pad(unravel_small(jnp.asarray(s)), big_template.params)
+      return np.asarray(jax.flatten_util.ravel_pytree(padded)[0])
+    raise ValueError(f"cannot pad a state leaf of shape {np.shape(s)} to {np.shape(b)}")
+  return small.replace(params=pad(small.params, big_template.params),
+                       opt_state=jax.tree.map(leaf, small.opt_state, big_template.opt_state))
+
+
+def unpad_state(big: Any, small_template: Any, big_template: Any) -> Any:
+  """The inverse of ``pad_state``: a padded member's state at its own size."""
+  num_small, num_big, _, unravel_big = _ravel_sizes(small_template.params, big_template.params)
+
+  def leaf(b, s):
+    if np.shape(s) == np.shape(b):
+      return b
+    if np.ndim(b) == 1 and np.size(b) == num_big and np.size(s) == num_small:
+      cut = unpad(unravel_big(jnp.asarray(b)), small_template.params)
+      return np.asarray(jax.flatten_util.ravel_pytree(cut)[0])
+    raise ValueError(f"cannot cut a state leaf of shape {np.shape(b)} to {np.shape(s)}")
+  return big.replace(params=unpad(big.params, small_template.params),
+                     opt_state=jax.tree.map(leaf, big.opt_state, small_template.opt_state))
+
+
+def stack(trees: Sequence[Any]) -> Any:
+  """Member trees -> one tree with a leading member axis (host numpy)."""
+  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def member(tree: Any, index: int) -> Any:
+  """Member ``index``'s slice of a stacked (host) tree."""
+  return jax.tree.map(lambda x: x[index], tree)
+
+
+def masked(model: interface.Model, hyper: Hyper) -> interface.Model:
+  """The model one member trains: with its latent mask where the population has one."""
+  if LATENT_MASK in hyper:
+    return model.with_latent_mask(hyper[LATENT_MASK])
+  return model
+
+
+def frozen_updates(active: Optional[jax.Array], new: Any, old: Any) -> Any:
+  """``new`` where the member is active, else ``old`` (state moved outside the optimizer)."""
+  if active is None:
+    return new
+  return jax.tree.map(lambda n, o: jnp.where(active > 0, n, o), new, old)
