@@ -16,6 +16,9 @@
 #   bash launch.sh tpu-setup                           copy this checkout to every worker; install
 #                                                      requirements.txt and jax[tpu] there
 #   bash launch.sh tpu-train CONFIG [FLAGS...]         train on every worker at once
+#   bash launch.sh tpu-sweep CONFIG [FLAGS...]         a whole sweep on every worker at once,
+#                                                      its members trained as populations
+#                                                      (experiments.sweep --in_process)
 #   bash launch.sh tpu-sweep-member CONFIG K [FLAGS...]  sweep member K on every worker at once
 #   bash launch.sh tpu-fetch WORKDIR [DEST]            copy a workdir back from worker 0
 #                                                      (WORKDIR relative to TPU_REMOTE_DIR;
@@ -25,8 +28,8 @@
 # train, tpu-train: FLAGS go to experiments.train (--config.FIELD=VALUE overrides,
 # --workdir=DIR). Without --workdir, the run goes to a new folder workdirs/NAME-TIMESTAMP
 # (named by vae_jax/training/workdir_names.py; the run logs it: pass it to resume).
-# sweep, tpu-sweep-member: FLAGS go to experiments.sweep (--workdir=DIR is required;
-# --parallel=N, --dry_run, --config.FIELD=VALUE).
+# sweep, tpu-sweep, tpu-sweep-member: FLAGS go to experiments.sweep (--workdir=DIR is
+# required; --population_size=N, --parallel=N, --dry_run, --config.FIELD=VALUE).
 # Environment: VENV (default .venv), PYTHON (default python3.11, else python3).
 # train and sweep keep JAX's compiled programs in a persistent cache, so a resumed run or a
 # sweep's next member loads them instead of compiling again: JAX_COMPILATION_CACHE_DIR if
@@ -219,6 +222,13 @@ PYTHON=python3.11 bash launch.sh setup && \
     shift
     with_default_workdir "$config" "$@"  # one timestamp, here: every worker gets the same
     remote_python experiments.train --config="$config" "${args[@]}"
+    ;;
+  tpu-sweep)
+    [[ $# -ge 1 ]] || usage "tpu-sweep CONFIG [FLAGS...]"
+    tpu_init
+    config=$1
+    shift
+    remote_python experiments.sweep --config="$config" --in_process "$@"
     ;;
   tpu-sweep-member)
     [[ $# -ge 2 && $2 =~ ^[0-9]+$ ]] || usage "tpu-sweep-member CONFIG K [FLAGS...] (K: 0, 1, ...)"

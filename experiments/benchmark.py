@@ -31,6 +31,7 @@ from absl import flags
 from absl import logging
 
 from vae_jax.perf import benchmark
+from vae_jax.perf import populations
 from vae_jax.perf import reference as reference_loop
 from vae_jax import parallel
 from vae_jax import validation
@@ -56,6 +57,17 @@ _EXAMPLES = flags.DEFINE_integer("eval_examples", 1000,
                                  "Test images evaluated (the cost is linear in them).")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions; the best is reported.")
 _OUTPUT = flags.DEFINE_string("output", None, "JSON file to write (must not exist).")
+_POPULATIONS = flags.DEFINE_list(
+    "population_sizes", ["1", "4", "16", "64"], "Members of --config trained as one "
+    "population at the first batch size: aggregate examples/s ('' to skip).")
+_SWEEPS = flags.DEFINE_list(
+    "sweeps", [], "Sweep configs to run end to end, as populations and as one process per "
+    "member (--sweep_parallel at a time), compiles included, e.g. configs/beta.py.")
+_SWEEP_OVERRIDES = flags.DEFINE_list(
+    "sweep_overrides", [], "FIELD=VALUE overrides of every --sweeps member, e.g. "
+    "num_epochs=1,eval.num_importance_samples=100.")
+_SWEEP_PARALLEL = flags.DEFINE_integer("sweep_parallel", 2, "Processes at once in the "
+                                       "process-per-member runs of --sweeps.", lower_bound=1)
 
 
 def main(argv):
@@ -106,9 +118,20 @@ def main(argv):
     if _K.value:
       rows.append(benchmark.measure_eval(_CONFIG.value, _K.value, _EXAMPLES.value,
                                          repeats=max(1, _REPEATS.value // 2), timing=timing))
+    if batch_sizes:
+      population_config = copy.deepcopy(_CONFIG.value)
+      population_config.batch_size = batch_sizes[0]
+      for size in [int(m) for m in _POPULATIONS.value]:
+        rows.append(populations.measure_population(population_config, size,
+                                                   repeats=max(1, _REPEATS.value // 2)))
+        logging.info("%s", populations.format_rows(rows[-1:]))
+    for spec in _SWEEPS.value:
+      rows += populations.measure_sweep(spec, _SWEEP_OVERRIDES.value,
+                                        parallel_processes=_SWEEP_PARALLEL.value)
   except validation.ConfigError as e:
     sys.exit(f"FATAL {e}")
-  print(benchmark.format_table(rows))
+  print(benchmark.format_table([r for r in rows if r["kind"] not in ("population", "sweep")]))
+  print(populations.format_rows(rows))
   os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
   with open(output, "x") as f:
     json.dump({"environment": env, "measurements": rows}, f, indent=1)

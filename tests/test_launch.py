@@ -17,7 +17,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 SUBCOMMANDS = ("setup", "train", "sweep", "test", "tpu-create", "tpu-setup", "tpu-train",
-               "tpu-sweep-member", "tpu-fetch", "tpu-delete")
+               "tpu-sweep", "tpu-sweep-member", "tpu-fetch", "tpu-delete")
 VARIABLES = ("TPU_NAME", "TPU_ZONE", "TPU_TYPE", "TPU_RUNTIME", "GCP_PROJECT", "TPU_REMOTE_DIR",
              "TPU_SPOT")
 FAKE_GCLOUD = """#!/usr/bin/env bash
@@ -127,6 +127,19 @@ def test_tpu_sweep_member(launch, tmp_path):
   assert args == ["-m", "experiments.sweep", "--config=configs/beta.py", "--member=3",
                   "--workdir=sweeps/beta"]
   proc, calls = launch("tpu-sweep-member", "configs/beta.py", "three", **TPU)
+  assert proc.returncode == 2 and "usage" in proc.stderr and len(calls) == 1  # no new call
+
+
+def test_tpu_sweep_runs_the_whole_sweep_as_populations_on_every_worker(launch, tmp_path):
+  proc, calls = launch("tpu-sweep", "configs/beta.py", "--workdir=sweeps/beta",
+                       "--population_size=21", **TPU, TPU_REMOTE_DIR=str(tmp_path / "remote"))
+  assert proc.returncode == 0, proc.stderr
+  assert "--worker=all" in calls[0]
+  mode, args = _remote_args(tmp_path, calls[0][-1][len("--command="):])
+  assert mode == "auto"  # the workers join one job
+  assert args == ["-m", "experiments.sweep", "--config=configs/beta.py", "--in_process",
+                  "--workdir=sweeps/beta", "--population_size=21"]
+  proc, calls = launch("tpu-sweep", **TPU)
   assert proc.returncode == 2 and "usage" in proc.stderr and len(calls) == 1  # no new call
 
 

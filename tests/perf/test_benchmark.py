@@ -36,6 +36,7 @@ def small_run(tmp_path_factory):
   cache = tmp_path_factory.mktemp("xla_cache")  # a persistent cache the run must not use
   proc = _benchmark(*SMALL_MODEL, f"--batch_sizes={BATCH}", "--conv_config=",
                     "--num_importance_samples=30", "--eval_examples=200", "--repeats=2",
+                    "--population_sizes=1,3",
                     f"--output={output}",
                     env=dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache)))
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -44,12 +45,24 @@ def small_run(tmp_path_factory):
   return output, proc.stdout
 
 
+def test_population_rows_are_aggregates_of_members_trained_as_one_program(small_run):
+  output, stdout = small_run
+  pops = [r for r in json.load(open(output))["measurements"] if r["kind"] == "population"]
+  assert [r["members"] for r in pops] == [1, 3]
+  for row in pops:
+    assert row["batch_size"] == BATCH
+    assert row["examples_per_s"] == pytest.approx(
+        row["members"] * BATCH / row["seconds_per_step"])
+    assert row["examples_per_s_per_member"] == pytest.approx(row["examples_per_s"] / row["members"])
+  assert "x one" in stdout
+
+
 def test_the_benchmark_prints_a_table_and_writes_its_figures(small_run):
   output, stdout = small_run
   assert "| train |" in stdout and "| IWAE k=30, 200 test images |" in stdout
   record = json.load(open(output))
   assert record["environment"]["platform"] == "cpu"
-  peak, train, reference, sgd, evaluation = record["measurements"]
+  peak, train, reference, sgd, evaluation, *pops = record["measurements"]
   assert peak["kind"] == "peak" and peak["gflops_per_s"] > 0
   assert train["kind"] == "train" and train["batch_size"] == BATCH
   assert train["product_flops_per_device"] == _mlp_train_flops(BATCH)
