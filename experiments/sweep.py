@@ -36,6 +36,10 @@ _PARALLEL = flags.DEFINE_integer("parallel", 1, "Processes (populations) running
 _POPULATION_SIZE = flags.DEFINE_integer(
     "population_size", 64, "Most members trained together in one program (memory grows "
     "with it); 1: one member per process.", lower_bound=1)
+_SPLIT = flags.DEFINE_enum(
+    "population_split", "auto", ["auto", "batch", "members"], "How a population shares "
+    "the devices: each device a slice of every member's batch, or whole members; auto: "
+    "members where they divide evenly over the devices.")
 _MEMBER = flags.DEFINE_integer("member", None, "Run only member K, in this process.")
 _MEMBERS = flags.DEFINE_list("members", None, "Run these members (indices) as one "
                              "population, in this process.")
@@ -63,7 +67,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, unit: list[sweeps.Me
     train.train_and_evaluate(sweeps.member_config(config, unit[0]), directories[0])
     return True
   outcomes = train.train_population([sweeps.member_config(config, m) for m in unit],
-                                    directories)
+                                    directories, split=_SPLIT.value)
   failed = [(d, o) for d, o in zip(directories, outcomes) if isinstance(o, Exception)]
   for directory, error in failed:
     if jax.process_index() == 0:
@@ -103,7 +107,8 @@ def main(argv):
     if failed:
       sys.exit(1)
     return
-  outcome = sweeps.run_all(spec, workdir, members, extra, _PARALLEL.value, units)
+  forward = [] if _SPLIT.value == "auto" else [f"--population_split={_SPLIT.value}"]
+  outcome = sweeps.run_all(spec, workdir, members, [*forward, *extra], _PARALLEL.value, units)
   print(sweeps.summary_line(outcome, time.time() - start))
   for name in outcome["stopped"]:
     print(f"  stopped: {name} (saved; rerun the same command to resume it)")

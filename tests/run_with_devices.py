@@ -12,7 +12,7 @@ step N (a preemption notice) and, like experiments.train, exits 0 when the run
 stops for it, printing ``PREEMPTED AT STEP``. With KILL_AT_STEP=N it kills itself
 (SIGKILL) once the train loop has passed step N. With POPULATION=JSON (a list of
 override dicts, one per member) the members train as one population
-(``train_population``), member i in WORKDIR/mI. In a multi-process job the signal
+(``train_population``, split as POPULATION_SPLIT says), member i in WORKDIR/mI. In a multi-process job the signal
 reaches jax's preemption notifier asynchronously (it polls for SIGTERM about once
 a second), so the sender then waits a few seconds, holding every host at the next
 collective, for the notice to arrive before the run could end without it.
@@ -115,7 +115,8 @@ def main():
       configs = [conftest.set_fields(ml_collections.ConfigDict(config.to_dict()), m)
                  for m in members]
       outcomes = train.train_population(
-          configs, [os.path.join(workdir, f"m{i}") for i in range(len(members))])
+          configs, [os.path.join(workdir, f"m{i}") for i in range(len(members))],
+          split=os.environ.get("POPULATION_SPLIT", "auto"))
       assert not any(isinstance(o, Exception) for o in outcomes), outcomes
     else:
       train.train_and_evaluate(config, workdir)

@@ -156,3 +156,16 @@ def _solo_chunk(config, steps):
                                                                           tx)),
                           {}, parallel.replicate(data), 0, steps)
   return parallel.unreplicate(rstate), parallel.unreplicate(metrics), None, None
+
+
+def test_devices_take_whole_members_where_they_divide_evenly():
+  assert population.choose_split(1, 4) == "batch"      # a solo run
+  assert population.choose_split(8, 4) == "members"
+  assert population.choose_split(3, 4) == "batch"      # fewer members than devices
+  assert population.choose_split(6, 4) == "batch"      # uneven
+  assert population.choose_split(4, 1) == "batch"      # one device: the same program
+  assert population.choose_split(8, 4, "batch") == "batch"
+  with pytest.raises(ValueError, match="divisible by the 4 devices"):
+    population.choose_split(6, 4, "members")
+  with pytest.raises(ValueError, match="invalid"):
+    population.choose_split(4, 4, "rows")

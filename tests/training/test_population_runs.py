@@ -22,7 +22,8 @@ RUN = {**SMALL, "num_train_steps": 30, "eval_every": 10, "checkpoint_every": 10,
 # beta, seed and latent-dimension members mixed in one population.
 MEMBERS = [{"objective.beta": 1.0, "seed": 0, "model.latent_dim": 4},
            {"objective.beta": 2.0, "seed": 1, "model.latent_dim": 4},
-           {"objective.beta": 0.5, "seed": 0, "model.latent_dim": 2}]
+           {"objective.beta": 0.5, "seed": 0, "model.latent_dim": 2},
+           {"objective.beta": 4.0, "seed": 2, "model.latent_dim": 2}]
 FIGURES = ("neg_elbo", "rate", "distortion", "nll", "mutual_information")
 
 
@@ -42,7 +43,8 @@ def runs(tmp_path_factory):
   for i, member in enumerate(MEMBERS):
     train.train_and_evaluate(_config(member), str(root / f"solo{i}"))
   outcomes = train.train_population([_config(m) for m in MEMBERS],
-                                    [str(root / "population" / f"m{i}") for i in range(3)])
+                                    [str(root / "population" / f"m{i}")
+                                     for i in range(len(MEMBERS))])
   assert all(isinstance(o, dict) for o in outcomes), outcomes
   return root
 
@@ -76,14 +78,21 @@ def test_each_member_ends_as_its_solo_run(runs):
       assert (runs / "population" / f"m{i}" / name).exists()
 
 
-def test_the_population_is_the_same_on_four_devices(runs, tmp_path):
-  proc = _run_population(4, tmp_path)
+@pytest.mark.parametrize("split", ["members", "batch"])
+def test_the_population_is_the_same_on_four_devices(runs, tmp_path, split):
+  """Whole members on each device, or a slice of every member's batch on each."""
+  proc = _run_population(4, tmp_path, POPULATION_SPLIT=split)
   assert proc.returncode == 0, proc.stderr[-3000:]
   for i in range(len(MEMBERS)):
     one, four = _results(runs / "population" / f"m{i}"), _results(tmp_path / f"m{i}")
     assert four["device_count"] == 4
     for key in FIGURES:
       assert abs(one["test"][key] - four["test"][key]) < 1e-4 * max(1, abs(one["test"][key]))
+    config = _config(MEMBERS[i])
+    diff = jax.tree.map(lambda a, b: np.max(np.abs(a - b)),
+                        saved_state(runs / "population" / f"m{i}", config)[0].params,
+                        saved_state(tmp_path / f"m{i}", config)[0].params)
+    assert max(jax.tree.leaves(diff)) < 1e-5
 
 
 def test_a_killed_population_resumes_bitwise(runs, tmp_path):

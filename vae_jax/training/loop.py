@@ -91,11 +91,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str], *,
-                     overwrite: bool = False,
-                     allow_changes: Sequence[str] = ()) -> list[dict[str, Any] | Exception]:
+                     overwrite: bool = False, allow_changes: Sequence[str] = (),
+                     split: str = "auto") -> list[dict[str, Any] | Exception]:
   """Trains the runs of ``configs`` (one population: ``population.compatibility_key``
   equal) together, each in its workdir; returns each one's results, or the error that
-  ended it (a non-finite member stops alone; the others go on).
+  ended it (a non-finite member stops alone; the others go on). ``split``: how the
+  members share the devices (``population.choose_split``).
   """
   start_time = time.time()
   for config in configs:
@@ -121,7 +122,7 @@ def train_population(configs: Sequence[ml_collections.ConfigDict], workdirs: Seq
           f"Process 0 could not use {workdirs[0]}; its log says why.")
     members = [members_lib.Member(i, c, w, p)
                for i, (c, w, p) in enumerate(zip(configs, workdirs, planned))]
-    run = run_lib.set_up(members, start_time, main_process)
+    run = run_lib.set_up(members, start_time, main_process, split)
     return _train(run)
 
 
@@ -147,7 +148,7 @@ def _dispatch_loop(run: run_lib.Run, watcher: preemption.PreemptionWatcher) -> N
   config, skip = run.config, run.config.optim.on_nonfinite == "skip"
   pending, last_log_step, interval_start = [], run.step, time.time()
   compiled, compiling = set(), False  # chunk lengths seen; a new one means a compilation
-  rhyper = parallel.replicate(run.hyper)
+  rhyper = run.place(run.hyper)
   saved_step = run.step if any(m.restored for m in run.members) else None
   if run.step < run.total_steps and watcher.should_stop(run.step):  # asked during start-up
     raise preemption.Preempted(run.step, saved_step)
@@ -168,8 +169,8 @@ def _dispatch_loop(run: run_lib.Run, watcher: preemption.PreemptionWatcher) -> N
     run_eval = run.step % config.eval_every == 0 or final
     if not (log or checkpoint or run_eval):
       continue
-    # Each dispatch's metrics come to the host once (pmean-ed: device 0's copy).
-    fetched = [(start, parallel.unreplicate(m)) for start, m in pending]
+    # Each dispatch's metrics come to the host once (pmean-ed over a batch split: device 0's).
+    fetched = [(start, run.host(m)) for start, m in pending]
     pending = []
     for member in run.active():
       mine = fetched if run.solo else [
@@ -207,7 +208,7 @@ def _refresh_hyper(run: run_lib.Run, rhyper: population.Hyper) -> population.Hyp
   if np.array_equal(active, run.hyper[population.ACTIVE]):
     return rhyper
   run.hyper[population.ACTIVE] = active
-  return parallel.replicate(run.hyper)
+  return run.place(run.hyper)
 
 
 def _validate_and_save(run: run_lib.Run, run_eval: bool, checkpoint: bool) -> Optional[int]:
@@ -281,7 +282,7 @@ def _finish(run: run_lib.Run, watcher: preemption.PreemptionWatcher) -> list[dic
         logging.info("%sstep %d test | NLL(k=%d) %.3f", run.members[index].prefix, run.step,
                      extra_k, summary["nll"])
   skipped = ([0] * len(run.members) if config.optim.on_nonfinite != "skip" else
-             np.atleast_1d(parallel.unreplicate(run.rstate.opt_state).total_notfinite))
+             np.atleast_1d(run.host_state().opt_state.total_notfinite))
   results = []
   for member in run.members:
     if member.status == FAILED:

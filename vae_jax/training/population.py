@@ -52,6 +52,31 @@ LATENT_MASK = "latent_mask"
 Hyper = dict[str, Any]   # name -> [M] (or [M, d_max]) arrays; {} for a solo run
 
 
+SPLITS = ("auto", "batch", "members")
+
+
+def choose_split(num_members: int, num_devices: int, requested: str = "auto") -> str:
+  """How a population shares the devices (``step.TrainSpec.split``).
+
+  "members" gives each device whole members: no gradient crosses devices, and each
+  member's arithmetic is that of one device. "batch" gives each device a slice of every
+  member's batch and averages gradients over devices every step: the traffic of one
+  gradient per member per step, which for many small members dwarfs their compute.
+  "auto" splits members where there are at least as many as devices and they divide
+  evenly, batches otherwise (a solo run, or fewer members than devices).
+  """
+  if requested not in SPLITS:
+    raise ValueError(f"population split {requested!r} is invalid: use one of {SPLITS}.")
+  fits = num_members > 1 and num_members % num_devices == 0
+  if requested == "members" and not fits:
+    raise ValueError(f"population split 'members' needs a number of members divisible by the "
+                     f"{num_devices} devices (and more than one); this population has "
+                     f"{num_members}. Use 'batch' or 'auto'.")
+  if requested == "auto":
+    return "members" if fits and num_devices > 1 else "batch"
+  return "batch" if num_members == 1 else requested
+
+
 def supports_latent_mask(model: interface.Model) -> bool:
   """Whether the family can pad its latent dimension (``Model.with_latent_mask``)."""
   return callable(getattr(model, "with_latent_mask", None))

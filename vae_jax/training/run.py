@@ -52,6 +52,7 @@ class Run:
   big_template: Any                  # the padded layout's params (None: no padding)
   start_time: float
   main_process: bool
+  split: str                         # population.choose_split: "batch" or "members"
 
   @property
   def solo(self) -> bool:
@@ -64,9 +65,18 @@ class Run:
   def active(self) -> list[members_lib.Member]:
     return [m for m in self.members if m.status == ACTIVE]
 
+  # --- laying trees out on the devices and reading them back ----------------------------
+  def place(self, tree: Any) -> Any:
+    """A host tree (with the member axis, unless solo) as the chunk takes it."""
+    return parallel.shard(tree) if self.split == "members" else parallel.replicate(tree)
+
+  def host(self, tree: Any) -> Any:
+    """The inverse of ``place``, as host arrays (metrics too: [members, steps])."""
+    return parallel.unshard(tree) if self.split == "members" else parallel.unreplicate(tree)
+
   # --- parameters, per member ---------------------------------------------------------
   def host_state(self) -> Any:
-    return parallel.unreplicate(self.rstate)
+    return self.host(self.rstate)
 
   def own_state(self, host_state: Any, member: members_lib.Member) -> Any:
     """A member's slice of the population's (host) state, at its own size."""
@@ -104,8 +114,8 @@ class Run:
       out.update({m.index: s for m, s in zip(group, summaries)})
     return out
 
-def set_up(members: list[members_lib.Member], start_time: float,
-            main_process: bool) -> Run:
+def set_up(members: list[members_lib.Member], start_time: float, main_process: bool,
+           split: str = "auto") -> Run:
   config = members[0].config
   dataset, fallback_reason = datasets.load_configured(config.data)
   observes = models.observes(config)
@@ -130,6 +140,10 @@ def set_up(members: list[members_lib.Member], start_time: float,
                if len(members) > 1 else "")
 
   solo = len(members) == 1
+  try:
+    split = population.choose_split(len(members), parallel.device_count(), split)
+  except ValueError as e:
+    raise validation.ConfigError(str(e)) from None
   tx = state_lib.make_optimizer(config.optim, total_steps, steps_per_epoch)
   for member in members:
     member.model = models.build(member.config, dataset.info)
@@ -161,7 +175,7 @@ def set_up(members: list[members_lib.Member], start_time: float,
                                                   learning_rate=lr)
   train_chunk = training.DataParallelTrainChunk(
       big.model if padded else members[0].model, tx,
-      training.spec_from_config(config, num_train, preprocessing),
+      training.spec_from_config(config, num_train, preprocessing, split),
       num_members=None if solo else len(members), optimizer=optimizer)
   evaluators = {}
   for model in dict.fromkeys(m.model for m in members):
@@ -169,10 +183,11 @@ def set_up(members: list[members_lib.Member], start_time: float,
       evaluators[split, model] = evaluation.Evaluator(
           model, preprocessing, config.eval.seed, dataset.arrays(split), config.eval.batch_size,
           config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)
+  place = parallel.shard if split == "members" else parallel.replicate
   return Run(members, dataset, fallback_reason, preprocessing, total_steps, steps_per_epoch,
-              step, parallel.replicate(state), hyper, train_chunk,
-              parallel.replicate(dataset.arrays("train")), evaluators,
-              big.template if padded else None, start_time, main_process)
+             step, place(state), hyper, train_chunk,
+             parallel.replicate(dataset.arrays("train")), evaluators,
+             big.template if padded else None, start_time, main_process, split)
 
 
 def _restore(members: list[members_lib.Member], total_steps: int,

@@ -53,6 +53,11 @@ class TrainSpec:
   num_samples: int = 1
   gradient_estimator: str = "reparam"
   nan_at_step: int = -1   # fault injection for tests: update N's loss becomes NaN
+  # How a population shares the devices: "batch" (every device holds every member and takes
+  # its slice of each one's batch; gradients are averaged over devices) or "members" (each
+  # device holds its own members and their whole batches; nothing is averaged across
+  # devices). A solo run is "batch".
+  split: str = "batch"
 
   @property
   def steps_per_epoch(self) -> int:
@@ -60,12 +65,13 @@ class TrainSpec:
 
 
 def spec_from_config(config: ml_collections.ConfigDict, num_examples: int,
-                     preprocessing: str) -> TrainSpec:
+                     preprocessing: str, split: str = "batch") -> TrainSpec:
   """The TrainSpec of a (validated) config on a training set of ``num_examples``."""
   objective, num_samples, estimator = training_objectives.settings(config)
   return TrainSpec(
-      num_examples=num_examples, global_batch=config.batch_size,
-      per_device_batch=parallel.per_device(config.batch_size, "batch_size"),
+      num_examples=num_examples, global_batch=config.batch_size, split=split,
+      per_device_batch=(config.batch_size if split == "members" else
+                        parallel.per_device(config.batch_size, "batch_size")),
       preprocessing=preprocessing, beta=config.objective.beta,
       kl_warmup_steps=config.objective.warmup_steps,
       free_bits=config.objective.free_bits,
@@ -108,14 +114,17 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
   boundaries at no per-step cost. ``num_steps`` is static: one compilation per
   distinct chunk length.
   """
-  axis = parallel.AXIS_NAME
+  # Members split over devices: each device has whole batches, so its index selects nothing
+  # and there is nothing to average over devices.
+  axis = None if spec.split == "members" else parallel.AXIS_NAME
+  mean = (lambda tree, _: tree) if axis is None else parallel.mean
 
   def train_step(state: state_lib.TrainState, hyper: population.Hyper,
                  data: dict[str, jax.Array], perms: jax.Array, first_epoch: jax.Array):
     epoch, step_in_epoch = jnp.divmod(state.step, spec.steps_per_epoch)
     indices, positions = pipeline.local_batch_indices(
         perms, epoch - first_epoch, step_in_epoch, spec.global_batch, spec.per_device_batch,
-        jax.lax.axis_index(axis))
+        0 if axis is None else jax.lax.axis_index(axis))
     pixel_keys = pipeline.example_keys(
         pipeline.stream_key(state.rng, pipeline.STREAM_PIXELS, state.step), positions)
     latent_keys = pipeline.example_keys(
@@ -143,8 +152,8 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
       return loss, metrics
 
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
-    grads = parallel.mean(grads, axis)
-    metrics = parallel.mean(metrics, axis)
+    grads = mean(grads, axis)
+    metrics = mean(metrics, axis)
     metrics["grad_norm"] = optax.tree.norm(grads)
     if spec.skip_nonfinite:  # a non-finite loss voids the update even if grads are finite
       grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(metrics["loss"]), g, jnp.nan),
@@ -158,7 +167,7 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
       metrics["consecutive_nonfinite"] = opt_state.notfinite_count
     params = optax.apply_updates(state.params, updates)
     if interface.has_after_update(model):  # state that is not trained by gradients
-      stats = parallel.mean(model.update_statistics(state.params, batch, latent_keys), axis)
+      stats = mean(model.update_statistics(state.params, batch, latent_keys), axis)
       updated, extra = model.after_update(state.params, params, stats)
       if spec.skip_nonfinite:  # a skipped update skips this too
         ok = jnp.isfinite(metrics["loss"])
