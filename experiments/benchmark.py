@@ -122,9 +122,13 @@ def main(argv):
       population_config = copy.deepcopy(_CONFIG.value)
       population_config.batch_size = batch_sizes[0]
       for size in [int(m) for m in _POPULATIONS.value]:
-        rows.append(populations.measure_population(population_config, size,
-                                                   repeats=max(1, _REPEATS.value // 2)))
-        logging.info("%s", populations.format_rows(rows[-1:]))
+        # On several devices, both ways members can share them, where both exist.
+        splits = ["batch"] + (["members"] if size > 1 and size % jax.device_count() == 0
+                              and jax.device_count() > 1 else [])
+        for split in splits:
+          rows.append(populations.measure_population(population_config, size, split=split,
+                                                     repeats=max(1, _REPEATS.value // 2)))
+          logging.info("%s", populations.format_rows(rows[-1:]))
     for spec in _SWEEPS.value:
       rows += populations.measure_sweep(spec, _SWEEP_OVERRIDES.value,
                                         parallel_processes=_SWEEP_PARALLEL.value)

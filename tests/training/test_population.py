@@ -56,7 +56,7 @@ def test_pad_and_unpad_states_round_trip_with_the_flattened_optimizer():
   small = jax.device_get(small.replace(opt_state=opt_state))
   padded = population.pad_state(small, big)
   assert jax.tree.map(np.shape, padded) == jax.tree.map(np.shape, jax.device_get(big))
-  back = population.unpad_state(padded, small, big)
+  back = population.unpad_state(padded, small)
   for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(small)):
     np.testing.assert_array_equal(a, b)
   # The padded moments are those of the padded parameters: unravelled, they are zero

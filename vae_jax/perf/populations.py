@@ -41,8 +41,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def measure_population(config: ml_collections.ConfigDict, num_members: int, *,
-                       repeats: int = 3, dispatch_seconds: float = 2.0) -> dict[str, Any]:
-  """Aggregate training examples/s of ``num_members`` members of ``config`` in one program."""
+                       split: str = "batch", repeats: int = 3,
+                       dispatch_seconds: float = 2.0) -> dict[str, Any]:
+  """Aggregate training examples/s of ``num_members`` members of ``config`` in one program,
+  the members sharing the devices as ``split`` says (``population.choose_split``)."""
   configs = []
   for i in range(num_members):
     member = ml_collections.ConfigDict(config.to_dict())
@@ -52,15 +54,18 @@ def measure_population(config: ml_collections.ConfigDict, num_members: int, *,
   num_train = benchmark.SPLIT_SIZES.get(name, benchmark.DEFAULT_SPLIT_SIZES)[0]
   model = models.build(config, datasets.info(name))
   tx = state_lib.make_optimizer(config.optim, 1_000_000)
-  spec = training.spec_from_config(config, num_train, validation.preprocessing_of(config))
+  split = population.choose_split(num_members, parallel.device_count(), split)
+  spec = training.spec_from_config(config, num_train, validation.preprocessing_of(config),
+                                   split)
+  place = parallel.shard if split == "members" else parallel.replicate
   states = [jax.device_get(state_lib.create_train_state(c.seed, model, tx)) for c in configs]
   solo = num_members == 1
   chunk = training.DataParallelTrainChunk(
       model, tx, spec, num_members=None if solo else num_members,
       optimizer=lambda lr: state_lib.make_optimizer(config.optim, 1_000_000, learning_rate=lr))
   data = parallel.replicate(benchmark.synthetic_split(name, num_train, config.seed))
-  rstate = parallel.replicate(states[0] if solo else population.stack(states))
-  rhyper = parallel.replicate(population.hyper_arrays(configs))
+  rstate = place(states[0] if solo else population.stack(states))
+  rhyper = place(population.hyper_arrays(configs))
   done = [0]
 
   def dispatch(steps: int):
@@ -78,7 +83,8 @@ def measure_population(config: ml_collections.ConfigDict, num_members: int, *,
   seconds = min(_timed(lambda: dispatch(steps)) for _ in range(repeats)) / steps
   examples = num_members * config.batch_size / seconds
   return {"kind": "population", "model": benchmark._describe_model(config),  # pylint: disable=protected-access
-          "members": num_members, "batch_size": config.batch_size,
+          "members": num_members, "split": split, "devices": parallel.device_count(),
+          "batch_size": config.batch_size,
           "steps_per_dispatch": steps, "seconds_per_step": seconds,
           "examples_per_s": examples, "examples_per_s_per_member": examples / num_members,
           "compile_seconds": compile_seconds, **benchmark.memory()}
@@ -133,13 +139,13 @@ def format_rows(rows: Sequence[dict[str, Any]]) -> str:
   pops = [r for r in rows if r["kind"] == "population"]
   if pops:
     base = next((r["examples_per_s"] for r in pops if r["members"] == 1), None)
-    lines.append(f"{'members':>8} {'batch':>6} {'examples/s':>12} {'per member':>11} "
-                 f"{'x one':>6} {'compile s':>10}")
+    lines.append(f"{'members':>8} {'split':>8} {'batch':>6} {'examples/s':>12} "
+                 f"{'per member':>11} {'x one':>6} {'compile s':>10}")
     for r in pops:
       ratio = f"{r['examples_per_s'] / base:6.2f}" if base else "     -"
-      lines.append(f"{r['members']:>8} {r['batch_size']:>6} {r['examples_per_s']:>12.0f} "
-                   f"{r['examples_per_s_per_member']:>11.0f} {ratio} "
-                   f"{r['compile_seconds']:>10.1f}")
+      lines.append(f"{r['members']:>8} {r['split']:>8} {r['batch_size']:>6} "
+                   f"{r['examples_per_s']:>12.0f} {r['examples_per_s_per_member']:>11.0f} "
+                   f"{ratio} {r['compile_seconds']:>10.1f}")
   for r in [r for r in rows if r["kind"] == "sweep"]:
     lines.append(f"{r['sweep']} ({r['members']} members, {' '.join(r['overrides'])}) "
                  f"{r['mode']}: {r['wall_s']:.0f} s wall, train {r['train_s']:.0f} s, "

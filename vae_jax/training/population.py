@@ -28,7 +28,7 @@ and the program keeps its shape.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.flatten_util
@@ -150,42 +150,33 @@ def unpad(big: Any, small: Any) -> Any:
   return jax.tree.map(lambda b, s: b[tuple(slice(0, n) for n in np.shape(s))], big, small)
 
 
-def _ravel_sizes(small_params: Any, big_params: Any):
-  small_flat, unravel_small = jax.flatten_util.ravel_pytree(small_params)
-  big_flat, unravel_big = jax.flatten_util.ravel_pytree(big_params)
-  return small_flat.size, big_flat.size, unravel_small, unravel_big
+def _resize_state(state: Any, template: Any, resize: Callable[[Any, Any], Any]) -> Any:
+  """``state`` with its parameters ``resize``d to ``template``'s shapes. Optimizer states
+  hold the parameters as one flat vector (``optax.flatten``): those are unflattened,
+  resized and flattened again."""
+  flat, unravel = jax.flatten_util.ravel_pytree(state.params)
+  target = jax.flatten_util.ravel_pytree(template.params)[0].size
+
+  def leaf(a, b):
+    if np.shape(a) == np.shape(b):
+      return np.asarray(a)
+    if np.ndim(a) == 1 and np.size(a) == flat.size and np.size(b) == target:
+      resized = resize(unravel(jnp.asarray(a)), template.params)
+      return np.asarray(jax.flatten_util.ravel_pytree(resized)[0])
+    raise ValueError(f"cannot resize a state leaf of shape {np.shape(a)} to {np.shape(b)}")
+  return state.replace(params=resize(state.params, template.params),
+                       opt_state=jax.tree.map(leaf, state.opt_state, template.opt_state))
 
 
 def pad_state(small: Any, big_template: Any) -> Any:
   """A member's train state (host arrays, its own size) in the padded layout of
-  ``big_template`` (a state at the largest size). Optimizer states hold the parameters
-  as one flat vector (``optax.flatten``): those are unflattened, padded, flattened."""
-  num_small, num_big, unravel_small, _ = _ravel_sizes(small.params, big_template.params)
-
-  def leaf(s, b):
-    if np.shape(s) == np.shape(b):
-      return np.asarray(s)
-    if np.ndim(s) == 1 and np.size(s) == num_small and np.size(b) == num_big:
-      padded = pad(unravel_small(jnp.asarray(s)), big_template.params)
-      return np.asarray(jax.flatten_util.ravel_pytree(padded)[0])
-    raise ValueError(f"cannot pad a state leaf of shape {np.shape(s)} to {np.shape(b)}")
-  return small.replace(params=pad(small.params, big_template.params),
-                       opt_state=jax.tree.map(leaf, small.opt_state, big_template.opt_state))
+  ``big_template`` (a state at the largest size)."""
+  return _resize_state(small, big_template, pad)
 
 
-def unpad_state(big: Any, small_template: Any, big_template: Any) -> Any:
+def unpad_state(big: Any, small_template: Any) -> Any:
   """The inverse of ``pad_state``: a padded member's state at its own size."""
-  num_small, num_big, _, unravel_big = _ravel_sizes(small_template.params, big_template.params)
-
-  def leaf(b, s):
-    if np.shape(s) == np.shape(b):
-      return b
-    if np.ndim(b) == 1 and np.size(b) == num_big and np.size(s) == num_small:
-      cut = unpad(unravel_big(jnp.asarray(b)), small_template.params)
-      return np.asarray(jax.flatten_util.ravel_pytree(cut)[0])
-    raise ValueError(f"cannot cut a state leaf of shape {np.shape(b)} to {np.shape(s)}")
-  return big.replace(params=unpad(big.params, small_template.params),
-                     opt_state=jax.tree.map(leaf, big.opt_state, small_template.opt_state))
+  return _resize_state(big, small_template, unpad)
 
 
 def stack(trees: Sequence[Any]) -> Any:

@@ -83,7 +83,7 @@ class Run:
     state = host_state if self.solo else population.member(host_state, member.index)
     if self.big_template is None:
       return state
-    return population.unpad_state(state, member.template, self.big_template)
+    return population.unpad_state(state, member.template)
 
   def own_params(self, host_params: Any, member: members_lib.Member) -> Any:
     """A member's slice of the population's (host) parameters, at its own size."""
