@@ -66,8 +66,11 @@ _SWEEPS = flags.DEFINE_list(
 _SWEEP_OVERRIDES = flags.DEFINE_list(
     "sweep_overrides", [], "FIELD=VALUE overrides of every --sweeps member, e.g. "
     "num_epochs=1,eval.num_importance_samples=100.")
+_SWEEP_POPULATIONS = flags.DEFINE_list(
+    "sweep_population_sizes", ["64"], "Population sizes (--population_size) of the --sweeps "
+    "runs as populations, --sweep_parallel processes at a time.")
 _SWEEP_PARALLEL = flags.DEFINE_integer("sweep_parallel", 2, "Processes at once in the "
-                                       "process-per-member runs of --sweeps.", lower_bound=1)
+                                       "runs of --sweeps.", lower_bound=1)
 
 
 def main(argv):
@@ -121,17 +124,14 @@ def main(argv):
     if batch_sizes:
       population_config = copy.deepcopy(_CONFIG.value)
       population_config.batch_size = batch_sizes[0]
-      for size in [int(m) for m in _POPULATIONS.value]:
-        # On several devices, both ways members can share them, where both exist.
-        splits = ["batch"] + (["members"] if size > 1 and size % jax.device_count() == 0
-                              and jax.device_count() > 1 else [])
-        for split in splits:
-          rows.append(populations.measure_population(population_config, size, split=split,
-                                                     repeats=max(1, _REPEATS.value // 2)))
-          logging.info("%s", populations.format_rows(rows[-1:]))
+      sizes = [int(m) for m in _POPULATIONS.value]
+      if sizes:  # on several devices, both ways members can share them, where both exist
+        rows += populations.measure_populations(population_config, sizes,
+                                                ("batch", "members"), repeats=_REPEATS.value)
     for spec in _SWEEPS.value:
-      rows += populations.measure_sweep(spec, _SWEEP_OVERRIDES.value,
-                                        parallel_processes=_SWEEP_PARALLEL.value)
+      rows += populations.measure_sweep(
+          spec, _SWEEP_OVERRIDES.value, parallel_processes=_SWEEP_PARALLEL.value,
+          population_sizes=[int(m) for m in _SWEEP_POPULATIONS.value])
   except validation.ConfigError as e:
     sys.exit(f"FATAL {e}")
   print(benchmark.format_table([r for r in rows if r["kind"] not in ("population", "sweep")]))

@@ -1,12 +1,14 @@
 """Populations: what differs between members, padding latents, the vmapped train chunk."""
 
+import os
+
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.conftest import make_config
+from tests.conftest import REPO, make_config
 from vae_jax import models
 from vae_jax import parallel
 from vae_jax.data import datasets
@@ -67,13 +69,13 @@ def test_pad_and_unpad_states_round_trip_with_the_flattened_optimizer():
   assert dec_kernel.shape[0] == 7 and not dec_kernel[3:].any() and dec_kernel[:3].all()
 
 
-def _population_chunk(configs, steps):
+def _population_chunk(configs, steps, vectorized=None):
   """Trains ``configs`` as one population for ``steps`` steps; returns the host state."""
   config = configs[0]
   data = datasets.load(config.data.name).arrays("train")
   num = len(data["image"])
   ms = [_model(c) for c in configs]
-  big = max(range(len(ms)), key=lambda i: ms[i].latent_dim)
+  big = max(range(len(ms)), key=lambda i: ms[i].latent_dim or 0)
   tx = state_lib.make_optimizer(config.optim, steps)
   templates = [state_lib.create_train_state(c.seed, m, tx) for c, m in zip(configs, ms)]
   states = population.stack([population.pad_state(jax.device_get(t), templates[big])
@@ -81,16 +83,18 @@ def _population_chunk(configs, steps):
   hyper = population.hyper_arrays(configs)
   chunk = training.DataParallelTrainChunk(
       ms[big], tx, training.spec_from_config(config, num, "dynamic"), num_members=len(configs),
-      optimizer=lambda lr: state_lib.make_optimizer(config.optim, steps, learning_rate=lr))
+      optimizer=lambda lr: state_lib.make_optimizer(config.optim, steps, learning_rate=lr),
+      vectorized=vectorized)
   rstate, metrics = chunk(parallel.replicate(states), parallel.replicate(hyper),
                           parallel.replicate(data), 0, steps)
   return parallel.unreplicate(rstate), parallel.unreplicate(metrics), templates, hyper
 
 
-def test_padded_units_stay_exactly_zero_and_frozen_members_do_not_move():
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_padded_units_stay_exactly_zero_and_every_member_moves(vectorized):
   configs = [make_config(model__latent_dim=2, seed=0), make_config(model__latent_dim=4, seed=1),
              make_config(model__latent_dim=4, seed=2)]
-  state, metrics, templates, _ = _population_chunk(configs, 5)
+  state, metrics, templates, _ = _population_chunk(configs, 5, vectorized)
   assert metrics["loss"].shape == (3, 5) and np.isfinite(metrics["loss"]).all()
   first = population.member(state, 0)
   enc_mean = np.asarray(first.params["enc"]["mean"]["kernel"])
@@ -129,15 +133,16 @@ def test_a_frozen_member_keeps_its_parameters_bit_for_bit():
                  jax.tree.leaves(population.member(states.params, 0))))
 
 
-@pytest.mark.parametrize("field, values", [("objective.beta", (0.5, 2.0)),
-                                           ("optim.learning_rate", (1e-3, 3e-3)),
-                                           ("objective.free_bits", (0.0, 0.2)),
-                                           ("objective.warmup_steps", (0, 3))])
-def test_each_member_of_a_population_trains_as_its_solo_run(field, values):
-  """A traced value gives the program a constant gives, up to float rounding."""
+@pytest.mark.parametrize("field, values, vectorized", [
+    ("objective.beta", (0.5, 2.0), True), ("objective.beta", (0.5, 2.0), False),
+    ("optim.learning_rate", (1e-3, 3e-3), True), ("objective.free_bits", (0.0, 0.2), True),
+    ("objective.warmup_steps", (0, 3), True)])
+def test_each_member_of_a_population_trains_as_its_solo_run(field, values, vectorized):
+  """A traced value gives the program a constant gives, up to float rounding; members
+  vmapped (accelerators) or looped inside the program (the CPU's default)."""
   key = field.replace(".", "__")
   configs = [make_config(**{key: v}) for v in values]
-  state, metrics, _, _ = _population_chunk(configs, 4)
+  state, metrics, _, _ = _population_chunk(configs, 4, vectorized)
   for i, config in enumerate(configs):
     solo_state, solo_metrics, _, _ = _solo_chunk(config, 4)
     np.testing.assert_allclose(metrics["loss"][i], solo_metrics["loss"], rtol=2e-5)
@@ -169,3 +174,37 @@ def test_devices_take_whole_members_where_they_divide_evenly():
     population.choose_split(6, 4, "members")
   with pytest.raises(ValueError, match="invalid"):
     population.choose_split(4, 4, "rows")
+
+
+FAMILY_CONFIGS = {  # small configs of the other families: their own fields, tiny sizes
+    "vqvae": ("configs/vqvae.py:data=mnist_5k", {"model.num_codes": 8, "model.code_dim": 4,
+                                                 "model.width": 8, "model.num_residual": 1}),
+    "gumbel_vae": ("configs/gumbel.py:num_latents=2,categories=3",
+                   {"model.width": 16, "data.preprocessing": "dynamic"}),
+    "cvae": ("configs/cvae.py", {"model.width": 16, "model.latent_dim": 2}),
+    "two_layer_vae": ("configs/iwae.py:layers=2,objective=iwae,k=3,estimator=dreg",
+                      {"model.width": 16, "model.top_width": 8, "model.latent_dim": 4,
+                       "model.top_latent_dim": 2, "data.preprocessing": "dynamic"}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
+def test_every_family_trains_in_a_population_as_alone(family):
+  """After-update state (vqvae's EMA codebook), step-dependent terms (gumbel's temperature),
+  labels (cvae) and DReG through two layers (two_layer_vae), per member."""
+  from vae_jax import validation  # pylint: disable=g-import-not-at-top
+  spec, fields = FAMILY_CONFIGS[family]
+  configs = []
+  for seed in (0, 1):
+    config = validation.load_config_file(os.path.join(REPO, spec))
+    config.update_from_flattened_dict({"data.name": "digits", "batch_size": 32, **fields,
+                                       "seed": seed})
+    configs.append(config)
+  state, metrics, _, _ = _population_chunk(configs, 3)
+  for i, config in enumerate(configs):
+    solo_state, solo_metrics, _, _ = _solo_chunk(config, 3)
+    np.testing.assert_allclose(metrics["loss"][i], solo_metrics["loss"], rtol=2e-5)
+    for a, b in zip(jax.tree.leaves(population.member(state.params, i)),
+                    jax.tree.leaves(solo_state.params)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -37,6 +37,7 @@ from vae_jax.evaluation import diagnostics
 from vae_jax.models import interface
 from vae_jax.objectives import elbo
 from vae_jax.objectives import iwae
+from vae_jax.training import population
 from vae_jax.training import preemption
 
 
@@ -152,8 +153,11 @@ class Evaluator:
     key = (num_importance_samples, num_members is not None)
     if key not in self._fns:
       fn = self.per_device_fn(num_importance_samples)
-      if num_members is not None:
-        fn = jax.vmap(fn, in_axes=(0, None, None), out_axes=1)
+      if num_members is not None:  # vmapped, or looped inside the program on CPU
+        member_fn = fn
+        def fn(params, data, ids):  # pylint: disable=function-redefined
+          out = population.over_members(lambda p: member_fn(p, data, ids))(params)
+          return jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), out)
       self._fns[key] = parallel.data_parallel(fn)
     local_batches = self.split.ids.shape[0] * self.split.ids.shape[1]
     self._progress = progress.Progress(

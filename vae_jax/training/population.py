@@ -77,6 +77,23 @@ def choose_split(num_members: int, num_devices: int, requested: str = "auto") ->
   return "batch" if num_members == 1 else requested
 
 
+def over_members(fn: Callable, vectorized: Optional[bool] = None) -> Callable:
+  """``fn`` (written for one member) over a leading member axis of every argument.
+
+  ``vectorized``: ``jax.vmap``, one batched program (accelerators: the members' matrix
+  products become batched products that fill the chip); or ``jax.lax.map``, the members
+  one after another inside the one compiled program, each running the solo run's
+  operations. XLA:CPU runs batched matrix products at about half the rate of single
+  ones (docs/performance.md#populations), so None (the default) loops on CPU and
+  vectorizes elsewhere. Both give every member the same numbers up to float rounding.
+  """
+  if vectorized is None:
+    vectorized = jax.default_backend() != "cpu"
+  if vectorized:
+    return jax.vmap(fn)
+  return lambda *args: jax.lax.map(lambda member_args: fn(*member_args), args)
+
+
 def supports_latent_mask(model: interface.Model) -> bool:
   """Whether the family can pad its latent dimension (``Model.with_latent_mask``)."""
   return callable(getattr(model, "with_latent_mask", None))
