@@ -9,11 +9,14 @@ with each, the compile time, peak host (and device) memory and the roofline
 ratio: the time the program's matrix products take alone on this device, over
 the program's time. Next to each --config row, a plain hand-written JAX loop of
 the same MLP VAE (--reference) and where the step's microseconds go, operation
-by operation (--breakdown). Prints a table and writes the JSON to --output
+by operation (--breakdown). With --key_impls, --config's train step (at each batch size)
+and IWAE evaluation under each of those JAX key implementations (jax_default_prng_impl),
+timed in turn in this run. Prints a table and writes the JSON to --output
 (benchmarks/benchmark-PLATFORM-Nd-TIME.json by default; never overwritten).
 
   python -m experiments.benchmark
   XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.benchmark
+  python -m experiments.benchmark --key_impls=threefry2x32,rbg,unsafe_rbg,philox4x32
 """
 
 import copy
@@ -31,6 +34,7 @@ from absl import flags
 from absl import logging
 
 from vae_jax.perf import benchmark
+from vae_jax.perf import key_impls
 from vae_jax.perf import populations
 from vae_jax.perf import reference as reference_loop
 from vae_jax import parallel
@@ -52,6 +56,11 @@ _REFERENCE = flags.DEFINE_bool("reference", True, "Also train a plain hand-writt
                                "--config's MLP VAE at each batch size (one device only).")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", True, "Profile --config's train steps (and the "
                                "reference's): where each step's microseconds go, by source.")
+_KEY_IMPLS = flags.DEFINE_list(
+    "key_impls", [], "Also train --config at each batch size, and evaluate it, under each of "
+    f"these JAX key implementations ({', '.join(key_impls.KEY_IMPLS)}), in turn in this run, "
+    "beside a second threefry2x32 program (the run's noise) and the hand-written loop; "
+    "threefry2x32, today's, is always measured ('' to skip).")
 _K = flags.DEFINE_integer("num_importance_samples", 5000, "IWAE k (0 skips evaluation).")
 _EXAMPLES = flags.DEFINE_integer("eval_examples", 1000,
                                  "Test images evaluated (the cost is linear in them).")
@@ -91,6 +100,10 @@ def main(argv):
   except ValueError as e:
     sys.exit(f"FATAL --batch_sizes={','.join(_BATCHES.value)}: {e}")
   configs = [_CONFIG.value]
+  try:
+    impls = key_impls.check_key_impls(_KEY_IMPLS.value, "--key_impls") if _KEY_IMPLS.value else []
+  except validation.ConfigError as e:
+    sys.exit(f"FATAL {e}")
   timing = {}  # product timings, shared: each distinct product is timed once
   rows = [benchmark.measure_peak()]
   logging.info("Device: %s; large matmul %.1f GFLOP/s", env, rows[0]["gflops_per_s"])
@@ -113,6 +126,11 @@ def main(argv):
               config, batch_size, rows[-1]["steps_per_dispatch"], repeats=_REPEATS.value,
               timing=timing, breakdown=_BREAKDOWN.value))
         logging.info("%s", benchmark.format_table(rows[-2 if mine and reference else -1:]))
+        if mine and impls:
+          steps = next(r for r in reversed(rows) if r["kind"] == "train")["steps_per_dispatch"]
+          rows.append(key_impls.measure_train(config, batch_size, steps, impls,
+                                              repeats=_REPEATS.value))
+          logging.info("%s", key_impls.format_table(rows[-1:]))
     if _SGD.value and batch_sizes and _CONFIG.value.optim.optimizer != "sgd":
       sgd = copy.deepcopy(_CONFIG.value)
       sgd.optim.optimizer = "sgd"
@@ -121,6 +139,9 @@ def main(argv):
     if _K.value:
       rows.append(benchmark.measure_eval(_CONFIG.value, _K.value, _EXAMPLES.value,
                                          repeats=max(1, _REPEATS.value // 2), timing=timing))
+      if impls:
+        rows.append(key_impls.measure_eval(_CONFIG.value, _K.value, _EXAMPLES.value, impls,
+                                           repeats=max(1, _REPEATS.value // 2)))
     if batch_sizes:
       population_config = copy.deepcopy(_CONFIG.value)
       population_config.batch_size = batch_sizes[0]
@@ -134,7 +155,9 @@ def main(argv):
           population_sizes=[int(m) for m in _SWEEP_POPULATIONS.value])
   except validation.ConfigError as e:
     sys.exit(f"FATAL {e}")
-  print(benchmark.format_table([r for r in rows if r["kind"] not in ("population", "sweep")]))
+  print(benchmark.format_table(rows))
+  if impls:
+    print(key_impls.format_table(rows))
   print(populations.format_rows(rows))
   os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
   with open(output, "x") as f:

@@ -36,8 +36,7 @@ def small_run(tmp_path_factory):
   cache = tmp_path_factory.mktemp("xla_cache")  # a persistent cache the run must not use
   proc = _benchmark(*SMALL_MODEL, f"--batch_sizes={BATCH}", "--conv_config=",
                     "--num_importance_samples=30", "--eval_examples=200", "--repeats=2",
-                    "--population_sizes=1,3",
-                    f"--output={output}",
+                    "--key_impls=rbg", "--population_sizes=1,3", f"--output={output}",
                     env=dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache)))
   assert proc.returncode == 0, proc.stderr[-3000:]
   # Its compile times are XLA's: it neither read nor wrote the cache it was given.
@@ -62,7 +61,8 @@ def test_the_benchmark_prints_a_table_and_writes_its_figures(small_run):
   assert "| train |" in stdout and "| IWAE k=30, 200 test images |" in stdout
   record = json.load(open(output))
   assert record["environment"]["platform"] == "cpu"
-  peak, train, reference, sgd, evaluation, *pops = record["measurements"]
+  peak, train, reference, impls_train, sgd, evaluation, impls_eval, *pops = (
+      record["measurements"])
   assert peak["kind"] == "peak" and peak["gflops_per_s"] > 0
   assert train["kind"] == "train" and train["batch_size"] == BATCH
   assert train["product_flops_per_device"] == _mlp_train_flops(BATCH)
@@ -91,6 +91,17 @@ def test_the_benchmark_prints_a_table_and_writes_its_figures(small_run):
   eval_macs = 200 * ((PIXELS * WIDTH + 2 * WIDTH * LATENTS) +
                      31 * (LATENTS * WIDTH + WIDTH * PIXELS))  # 30 samples + the ELBO's z
   assert evaluation["product_flops_per_device"] == 2 * eval_macs
+  # --key_impls: the step and the evaluation under Threefry (always) and rbg, in turn.
+  assert "| train, batch 32 (20 steps) | rbg |" in stdout
+  for row in (impls_train, impls_eval):
+    assert row["kind"].startswith("key_impls") and list(row["impls"]) == ["threefry2x32", "rbg"]
+    assert row["impls"]["threefry2x32"]["speed_over_threefry2x32"] == 1.0
+    assert row["control"]["speed_over_threefry2x32"] > 0  # the A/A pair: this run's noise
+  assert impls_train["steps_per_dispatch"] == train["steps_per_dispatch"]
+  for m in impls_train["impls"].values():
+    assert m["examples_per_s"] == pytest.approx(BATCH / m["seconds_per_step"])
+    assert 0 < m["draws_seconds_per_step"] and m["speed_over_reference"] > 0
+  assert impls_eval["num_importance_samples"] == 30
   for row in (train, reference, sgd, evaluation):
     assert row["compile_seconds"] > 0 and row["peak_host_bytes"] > 0
     assert 0 < row["roofline_seconds"] and 0 < row["roofline_ratio"] < 2, row
@@ -110,6 +121,9 @@ def test_results_are_never_overwritten(small_run):
 def test_bad_batch_sizes_and_fields_are_named(tmp_path):
   proc = _benchmark("--batch_sizes=32,abc", f"--output={tmp_path / 'x.json'}")
   assert proc.returncode == 1 and "--batch_sizes=32,abc" in proc.stderr
+  proc = _benchmark("--key_impls=rbg,threefry", f"--output={tmp_path / 'x.json'}")
+  assert proc.returncode == 1 and "--key_impls=rbg,threefry: unknown key implementation " \
+      "threefry; valid: threefry2x32, rbg" in proc.stderr
   proc = _benchmark("--config.model.widht=3", f"--output={tmp_path / 'x.json'}")
   assert proc.returncode == 1 and "Did you mean --config.model.width" in proc.stderr
   assert not os.path.exists(tmp_path / "x.json")
