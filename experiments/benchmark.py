@@ -78,6 +78,8 @@ _SWEEP_OVERRIDES = flags.DEFINE_list(
 _SWEEP_POPULATIONS = flags.DEFINE_list(
     "sweep_population_sizes", ["64"], "Population sizes (--population_size) of the --sweeps "
     "runs as populations, --sweep_parallel processes at a time.")
+_SWEEP_MEMBERS = flags.DEFINE_integer("sweep_members", 0, "Only the first N members of each "
+                                     "of --sweeps (0: all).", lower_bound=0)
 _SWEEP_PARALLEL = flags.DEFINE_integer("sweep_parallel", 2, "Processes at once in the "
                                        "runs of --sweeps.", lower_bound=1)
 
@@ -152,7 +154,8 @@ def main(argv):
     for spec in _SWEEPS.value:
       rows += populations.measure_sweep(
           spec, _SWEEP_OVERRIDES.value, parallel_processes=_SWEEP_PARALLEL.value,
-          population_sizes=[int(m) for m in _SWEEP_POPULATIONS.value])
+          population_sizes=[int(m) for m in _SWEEP_POPULATIONS.value],
+          num_members=_SWEEP_MEMBERS.value)
   except validation.ConfigError as e:
     sys.exit(f"FATAL {e}")
   print(benchmark.format_table(rows))

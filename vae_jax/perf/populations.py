@@ -121,17 +121,37 @@ def measure_populations(config: ml_collections.ConfigDict, sizes: Sequence[int],
   return rows
 
 
+_FIRST_MEMBERS = """# The first {count} members of {path}'s sweep (experiments.benchmark --sweep_members).
+import importlib.util
+_spec = importlib.util.spec_from_file_location("swept", {path!r})
+_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
+get_config = _module.get_config
+
+
+def sweep():
+  return _module.sweep()[:{count}]
+"""
+
+
 def measure_sweep(spec: str, overrides: Sequence[str], *, parallel_processes: int = 2,
-                  population_sizes: Sequence[int] = (64,)) -> list[dict[str, Any]]:
+                  population_sizes: Sequence[int] = (64,),
+                  num_members: int = 0) -> list[dict[str, Any]]:
   """Wall time of sweep ``spec`` as one process per member, ``parallel_processes`` at a time,
-  and as populations of each of ``population_sizes`` (as many at a time)."""
-  rows = []
+  and as populations of each of ``population_sizes`` (as many at a time); ``num_members``
+  > 0: only the sweep's first members."""
+  rows, name = [], spec
   modes = {"process per member": ["--population_size=1", f"--parallel={parallel_processes}"]}
   for size in population_sizes:
     modes[f"populations of <= {size}"] = [f"--population_size={size}",
                                           f"--parallel={parallel_processes}"]
   for mode, flags in modes.items():
     with tempfile.TemporaryDirectory(prefix="vae_jax_sweep_bench_") as root:
+      if num_members:
+        spec = os.path.join(root, "first_members.py")
+        with open(spec, "w", encoding="utf-8") as f:
+          f.write(_FIRST_MEMBERS.format(count=num_members,
+                                        path=os.path.abspath(os.path.join(REPO, name))))
       env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(root, "xla_cache"),
                  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", TF_CPP_MIN_LOG_LEVEL="2")
       workdir = os.path.join(root, "sweep")
@@ -152,7 +172,7 @@ def measure_sweep(spec: str, overrides: Sequence[str], *, parallel_processes: in
     for r in results:
       train.setdefault(round(r["train_time_s"], 3), r["train_time_s"])
     train_s = sum(train.values()) / parallel_processes
-    rows.append({"kind": "sweep", "sweep": spec, "mode": mode, "flags": flags,
+    rows.append({"kind": "sweep", "sweep": name, "mode": mode, "flags": flags,
                  "overrides": list(overrides), "members": len(results), "wall_s": wall,
                  "train_s": train_s, "set_up_and_eval_s": wall - train_s,
                  "member_eval_s_sum": float(np.sum([r["wall_time_s"] - r["train_time_s"]
