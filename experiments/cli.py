@@ -181,6 +181,7 @@ def run(main: Callable[[list[str]], None], name: str, workdir_flag: str = "workd
       main(argv)
     except preemption.Stopped as e:
       logging.warning("%s", e)  # exit status 0: nothing lost; the same command resumes
+      preemption.exit_if_abandoned(0)  # not waiting for a long device call left running
     except (app.UsageError, SystemExit):
       raise
     except Exception as e:  # pylint: disable=broad-except  # every error: one line
