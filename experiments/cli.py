@@ -34,6 +34,11 @@ _VERBOSE = flags.DEFINE_bool(
     "(the log file WORKDIR/<command>.log has them always).")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The project's own code, whose log lines the terminal shows: its packages, not every
+# file under REPO (launch.sh setup makes .venv there, and JAX's, orbax's and TFDS's
+# lines come from it).
+PACKAGES = ("vae_jax", "experiments", "studies", "configs")
+_OURS = tuple(os.path.join(REPO, package) + os.sep for package in PACKAGES)
 # Errors that explain themselves in one line, by module: only modules already
 # imported are looked at (an error's class is loaded with its module), so the sweep
 # driver never imports TensorFlow to classify an error.
@@ -86,14 +91,14 @@ def one_line(error: BaseException) -> str:
 
 
 class _Terminal(py_logging.Filter):
-  """On the terminal: this repository's log lines, other libraries' one-line errors only."""
+  """On the terminal: the project's log lines, other libraries' one-line errors only."""
 
   def filter(self, record: py_logging.LogRecord) -> bool:
     if _VERBOSE.present and _VERBOSE.value:
       return True
     if record.exc_info:
       return False  # the traceback is in the log file; the terminal gets the FATAL line
-    ours = os.path.abspath(record.pathname).startswith(REPO + os.sep)
+    ours = os.path.abspath(record.pathname).startswith(_OURS)
     return ours or record.levelno >= py_logging.ERROR and "\n" not in record.getMessage()
 
 
