@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 from vae_jax import parallel
 from vae_jax.analysis import sweeps
+from vae_jax.training import preemption
 from vae_jax import validation
 
 _CONFIG = validation.define_config_flag(None, "Sweep config file (with sweep()).")
@@ -62,7 +63,13 @@ def main(argv):
       return
     config = _CONFIG.value
     config.update_from_flattened_dict(member.overrides)
-    _train(config, os.path.join(workdir, member.name))
+    directory = os.path.join(workdir, member.name)
+    try:
+      _train(config, directory)
+    except Exception as e:  # failed as the driver would record it (a stop is no failure)
+      if not isinstance(e, preemption.Stopped) and jax.process_index() == 0:
+        sweeps.record_member_error(directory, os.path.join(workdir, "sweep.log"), e)
+      raise
     return
   # Every member's config as its own run would validate it, before anything is made.
   sweeps.check_members(_CONFIG.value, members, extra)

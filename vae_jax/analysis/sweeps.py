@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from typing import Any, Optional, Sequence
 
 import ml_collections
@@ -181,9 +182,25 @@ class _Running:
     # it was sent: it had not yet installed its handler, so had nothing unsaved.
     if code == 0 or (self.stopped and code in (-signal.SIGTERM, -signal.SIGINT)):
       return "stopped"
-    workdir_lib.write_json(os.path.join(self.directory, FAILURE_FILE), {
-        "returncode": code, "log": self.log, "tail": _tail(self.log)})
+    record_failure(self.directory, code, self.log, _tail(self.log))
     return "failed"
+
+
+def record_failure(directory: str, returncode: Optional[int], log: str, tail: str) -> None:
+  """A member's failure.json, the same whether the driver or ``--member=K`` ran it."""
+  workdir_lib.write_json(os.path.join(directory, FAILURE_FILE),
+                         {"returncode": returncode, "log": log, "tail": tail})
+
+
+def record_member_error(directory: str, log: str, error: BaseException) -> None:
+  """failure.json for ``--member=K`` that raised: exit status 1 (the mains' for an error),
+  the end of its traceback as the tail. Never a second error on top of the first."""
+  tail = "".join(traceback.format_exception(error)).splitlines()[-15:]
+  try:
+    os.makedirs(directory, exist_ok=True)
+    record_failure(directory, 1, log, "\n".join(tail) + "\n")
+  except OSError as e:
+    logging.warning("Could not write %s in %s: %s", FAILURE_FILE, directory, e)
 
 
 def run_all(spec: str, workdir: str, members: list[Member], extra: Sequence[str],

@@ -322,6 +322,29 @@ def versions() -> dict[str, str]:
   return out
 
 
+def remove_if_unused(workdir: str, log_name: str) -> Optional[str]:
+  """Removes a folder ``new_default`` made, if the run was refused before using it.
+
+  Such a folder holds only the run's log (and its lock): left behind, every
+  refused command would add one to workdirs/. The log is kept, moved to the
+  temporary directory; returns its new path (None: the folder holds more, it stays).
+  """
+  try:
+    names = set(os.listdir(workdir))
+  except OSError:
+    return None
+  if not names <= {log_name, LOCK_FILE}:
+    return None
+  kept = None
+  if log_name in names:
+    kept = os.path.join(tempfile.gettempdir(), f"vae_jax-{os.path.basename(workdir)}-{log_name}")
+    shutil.move(os.path.join(workdir, log_name), kept)
+  if LOCK_FILE in names:
+    os.remove(os.path.join(workdir, LOCK_FILE))
+  os.rmdir(workdir)
+  return kept
+
+
 def new_default(config_spec: str, *, num_processes: int = 1,
                 root: str = workdir_names.ROOT) -> str:
   """Creates the workdir of a run started without --workdir and says where it is.
