@@ -54,6 +54,7 @@ USER_ERRORS = {
     "vae_jax.training.metrics": ("MetricsError",),
     "vae_jax.analysis.sweeps": ("SweepError",),
     "vae_jax.analysis.tables": ("TableError",),
+    "vae_jax.analysis.readme_row": ("RowError",),
 }
 _OS_ADVICE = {
     errno.ENOSPC: "the disk is full: free space, then rerun the same command (it resumes)",
