@@ -1,10 +1,11 @@
 """Stopping cleanly on SIGTERM (preemption, schedulers) and SIGINT (Ctrl-C).
 
-The signal handler only records the request (and says so on the terminal: a thread
-of its own hears the signal, see ``_on_signal``). It must never raise: Python runs
-it wherever the main thread happens to be, which during an evaluation is inside
-an XLA host callback (the evaluator's progress report), and an exception there
-crashed the process (a segmentation fault after the checkpoint was saved). The
+The signal handler only records the request, and says so on the terminal at once:
+Python runs a handler only between bytecodes, so while the main thread waits inside
+XLA (compiling, or for a device result) a thread of its own hears the signal through
+the wake-up fd (``_on_signal``). The handler must never raise: Python runs it
+wherever the main thread happens to be, which was once inside an XLA host callback
+(an exception there crashed the process after the checkpoint was saved). The
 request is acted on at safe points, in ordinary code:
 
 - the train loop, after each dispatch: it saves the state and raises ``Preempted``;
@@ -12,12 +13,10 @@ request is acted on at safe points, in ordinary code:
   inside ``abandonable(...)``, i.e. while the work in hand may be dropped because
   nothing would be lost (an evaluation of a state already saved, a read-only
   command such as ``experiments.evaluate``);
-- ``wait(arrays)``, while the device computes an evaluation batch: Python runs a
-  handler only between bytecodes, so a main thread blocked reading a device result
-  would hear nothing until the batch ends (an IWAE batch at large k runs for
-  minutes). ``wait`` polls instead, so the handler runs at once, a second Ctrl-C
-  aborts at once, and an abandonable batch is left running: ``exit_if_abandoned``
-  then ends the process without the runtime's wait for it at exit.
+- ``wait(arrays)``, while the device computes an evaluation batch (an IWAE batch at
+  large k runs for minutes): it polls for the result instead of blocking, so an
+  abandonable batch is dropped at once, left running; ``exit_if_abandoned`` then
+  ends the process without the runtime's wait for it at exit.
 
 A second Ctrl-C aborts at once (exit 130), saying so, for a user who will not
 wait for the safe point; what is already saved stays. Multi-host: hosts must agree
