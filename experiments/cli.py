@@ -34,6 +34,11 @@ _VERBOSE = flags.DEFINE_bool(
     "(the log file WORKDIR/<command>.log has them always).")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The project's own code, whose log lines the terminal shows: its packages, not every
+# file under REPO (launch.sh setup makes .venv there, and JAX's, orbax's and TFDS's
+# lines come from it).
+PACKAGES = ("vae_jax", "experiments", "studies", "configs")
+_OURS = tuple(os.path.join(REPO, package) + os.sep for package in PACKAGES)
 # Errors that explain themselves in one line, by module: only modules already
 # imported are looked at (an error's class is loaded with its module), so the sweep
 # driver never imports TensorFlow to classify an error.
@@ -49,6 +54,7 @@ USER_ERRORS = {
     "vae_jax.training.metrics": ("MetricsError",),
     "vae_jax.analysis.sweeps": ("SweepError",),
     "vae_jax.analysis.tables": ("TableError",),
+    "vae_jax.analysis.readme_row": ("RowError",),
 }
 _OS_ADVICE = {
     errno.ENOSPC: "the disk is full: free space, then rerun the same command (it resumes)",
@@ -86,14 +92,14 @@ def one_line(error: BaseException) -> str:
 
 
 class _Terminal(py_logging.Filter):
-  """On the terminal: this repository's log lines, other libraries' one-line errors only."""
+  """On the terminal: the project's log lines, other libraries' one-line errors only."""
 
   def filter(self, record: py_logging.LogRecord) -> bool:
     if _VERBOSE.present and _VERBOSE.value:
       return True
     if record.exc_info:
       return False  # the traceback is in the log file; the terminal gets the FATAL line
-    ours = os.path.abspath(record.pathname).startswith(REPO + os.sep)
+    ours = os.path.abspath(record.pathname).startswith(_OURS)
     return ours or record.levelno >= py_logging.ERROR and "\n" not in record.getMessage()
 
 
@@ -181,6 +187,7 @@ def run(main: Callable[[list[str]], None], name: str, workdir_flag: str = "workd
       main(argv)
     except preemption.Stopped as e:
       logging.warning("%s", e)  # exit status 0: nothing lost; the same command resumes
+      preemption.exit_if_abandoned(0)  # not waiting for a long device call left running
     except (app.UsageError, SystemExit):
       raise
     except Exception as e:  # pylint: disable=broad-except  # every error: one line

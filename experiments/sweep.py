@@ -27,6 +27,7 @@ from ml_collections import config_flags
 
 from vae_jax import parallel
 from vae_jax.analysis import sweeps
+from vae_jax.training import preemption
 from vae_jax import validation
 
 _CONFIG = validation.define_config_flag(None, "Sweep config file (with sweep()).")
@@ -89,7 +90,16 @@ def main(argv):
     sweeps.check_members(_CONFIG.value, unit, extra)
     if jax.process_index() == 0:
       sweeps.record(workdir, spec, extra, members)
-    if not _train(_CONFIG.value, workdir, unit):
+    try:
+      finished = _train(_CONFIG.value, workdir, unit)
+    except Exception as e:  # failed as the driver would record it (a stop is no failure)
+      if not isinstance(e, preemption.Stopped) and jax.process_index() == 0:
+        for member in unit:
+          if sweeps.status(workdir, member) != "done":
+            sweeps.record_member_error(os.path.join(workdir, member.name),
+                                       os.path.join(workdir, "sweep.log"), e)
+      raise
+    if not finished:
       sys.exit(1)
     return
   # Every member's config as its own run would validate it, before anything is made.

@@ -39,18 +39,25 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   parallel.initialize()  # joins a pod slice's job, if any; before any other JAX use
-  workdir = _WORKDIR.value
+  workdir, log_file = _WORKDIR.value, None
   if workdir is None:
     validation.validate(_CONFIG.value)  # a config that will be refused makes no folder
     workdir = workdir_lib.new_default(config_flags.get_config_filename(flags.FLAGS["config"]),
                                       num_processes=jax.process_count())
-    cli.log_to_file(workdir, "train")
+    log_file = cli.log_to_file(workdir, "train")
   try:
     train.train_and_evaluate(_CONFIG.value, workdir, overwrite=_OVERWRITE.value,
                              allow_changes=_ALLOW.value)
   except preemption.Stopped:
     if _WORKDIR.value is None:  # "the same command" would start anew
       logging.warning("This run's workdir is %s: resume it with --workdir=%s.", workdir, workdir)
+    raise
+  except Exception:
+    moved = log_file and workdir_lib.remove_if_unused(workdir, "train.log")
+    if moved:  # refused before anything was made: no folder left behind
+      log_file.path = moved
+      logging.warning("Refused before anything was made: %s is removed again; its log is %s.",
+                      workdir, moved)
     raise
 
 

@@ -26,7 +26,13 @@ TINY = {"data.name": "digits", "batch_size": 64, "num_train_steps": 20,
         "checkpoint_every": 1000, "eval.batch_size": 100, "model.width": 32,
         "eval.num_importance_samples": 3000, "eval.num_importance_samples_during_training": 0,
         "images.num_reconstructions": 8, "images.num_samples": 8}
-ALLOW = "--allow_config_changes=num_train_steps,steps_per_dispatch,log_every"
+ALLOW = "--allow_config_changes=num_train_steps,steps_per_dispatch,log_every,eval"
+# One evaluation batch of 300 digits at this k is one long device call: minutes on a 2-core
+# CPU (100 digits at k = 3,000 take a third of a second), so a process that waits for the
+# batch's end answers minutes late, and still over half a minute on a machine ten times
+# faster.
+SLOW = {"eval.batch_size": 300}
+SLOW_K = 2_000_000
 NO_ROOT_POWERS = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
 
 
@@ -54,6 +60,19 @@ def _run_all(commands):
     return list(pool.map(lambda c: _run(c[0], *c[1], prefix=c[2]), commands))
 
 
+_STARTED = []  # every _Background process: none outlives its test (SLOW_K runs for minutes)
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_running():
+  yield
+  while _STARTED:
+    proc = _STARTED.pop()
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
 class _Background:
   """A main in a subprocess, its stderr in a file we can wait on."""
 
@@ -62,6 +81,7 @@ class _Background:
     self._file = open(self.path, "w", encoding="utf-8")  # pylint: disable=consider-using-with
     self.proc = subprocess.Popen(_command(module, *flags), cwd=REPO, env=_env(),
                                  stdout=subprocess.DEVNULL, stderr=self._file)
+    _STARTED.append(self.proc)
 
   def wait_for(self, pattern, timeout=240):
     deadline = time.time() + timeout
@@ -76,6 +96,14 @@ class _Background:
     code = self.proc.wait(timeout=timeout)
     self._file.close()
     return code, self.path.read_text()
+
+
+def _seconds_to(run, signum, pattern):
+  """Sends the signal; the seconds until the process says ``pattern``."""
+  start = time.time()
+  run.proc.send_signal(signum)
+  run.wait_for(pattern)
+  return time.time() - start
 
 
 def _stopped_cleanly(code, stderr, by):
@@ -101,13 +129,20 @@ def test_signals_at_every_stage_stop_cleanly_and_the_rerun_finishes(tmp_path):
   issue's reproduction: one second after the last training step), in evaluate and pictures."""
   workdir = str(tmp_path / "run")
   train = ["experiments.train", f"--workdir={workdir}"]
-  # A second Ctrl-C aborts at once, saying so.
-  run = _Background(tmp_path, "twice", *train, *_flags(TINY))
-  time.sleep(1.0)
-  run.proc.send_signal(signal.SIGINT)
-  run.wait_for("SIGINT received")
+  # Inside a long device call (a validation evaluation at k = SLOW_K of a state not yet
+  # saved, which must run to its end): Ctrl-C is acknowledged at once, and a second one
+  # aborts at once, saying so.
+  slow_validation = dict(TINY, eval_every=10,
+                         **SLOW, **{"eval.num_importance_samples_during_training": SLOW_K})
+  run = _Background(tmp_path, "twice", "experiments.train", f"--workdir={tmp_path}/twice",
+                    *_flags(slow_validation))
+  run.wait_for(r"step 10/20")
+  time.sleep(2.0)  # the evaluation compiles (a signal is heard then too), then runs
+  assert _seconds_to(run, signal.SIGINT, "SIGINT received") < 5
+  start = time.time()
   run.proc.send_signal(signal.SIGINT)
   code, stderr = run.finish()
+  assert time.time() - start < 5, stderr[-3000:]
   assert code == 130 and "Second Ctrl-C: aborting at once" in stderr and "Traceback" not in stderr
 
   # Start-up (during the imports): a stop before training, nothing lost.
@@ -126,13 +161,18 @@ def test_signals_at_every_stage_stop_cleanly_and_the_rerun_finishes(tmp_path):
   saved = int(re.search(r"checkpoint (\d+) is saved", stderr).group(1))
   assert saved >= 5 and os.path.isdir(os.path.join(workdir, "checkpoints", str(saved)))
 
-  # The final evaluation (k = 3,000), one second after the last training step.
+  # The final evaluation, of a saved state, inside its first batch at k = SLOW_K: the
+  # signal is answered at once, and the process saves and exits without waiting for
+  # the batch (issue 29: a preemption notice gives about 30 s).
   final = dict(TINY, num_train_steps=saved + 10)
-  run = _Background(tmp_path, "evaluation", *train, *_flags(final), ALLOW)
-  run.wait_for(rf"step {saved + 10}/{saved + 10}")
-  time.sleep(1.0)
-  run.proc.send_signal(signal.SIGTERM)
+  run = _Background(tmp_path, "evaluation", *train, ALLOW,
+                    *_flags(dict(final, **SLOW, **{"eval.num_importance_samples": SLOW_K})))
+  run.wait_for(rf"step {saved + 10} validation")  # then the test split's: compiled, run
+  time.sleep(2.0)
+  start = time.time()
+  assert _seconds_to(run, signal.SIGTERM, "SIGTERM received") < 5
   code, stderr = run.finish()
+  assert time.time() - start < 30, stderr[-3000:]  # at most a compilation and a save
   _stopped_cleanly(code, stderr, "SIGTERM")
   assert f"checkpoint {saved + 10} is saved" in stderr
   assert not os.path.exists(os.path.join(workdir, "results.json"))

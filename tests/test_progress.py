@@ -34,7 +34,7 @@ def test_short_work_logs_nothing():
 
 
 def test_an_evaluation_reports_every_batch_it_finishes(monkeypatch, caplog):
-  """Each batch of the sharded split reports from the device when done; figures unchanged."""
+  """Each batch of the sharded split is reported as the host receives it; figures unchanged."""
   monkeypatch.setattr(progress, "REPORT_EVERY_S", 0.0)
   caplog.set_level(logging.INFO)
   config = make_config()

@@ -125,6 +125,12 @@ def test_member_k_runs_alone_and_failures_are_reported(tmp_path):
   assert single.returncode == 0, single.stderr[-3000:]
   assert sorted(p.name for p in workdir.iterdir() if p.is_dir()) == ["objective.beta=1.0"]
   assert (workdir / "objective.beta=1.0" / "results.json").exists()
+  # --member=K that fails records failure.json as the driver does (issue 29).
+  alone = _sweep(config, workdir, "--member=1")
+  assert alone.returncode == 1, alone.stderr[-3000:]
+  failure = json.loads((workdir / "batch_size=4000" / "failure.json").read_text())
+  assert failure["returncode"] == 1 and failure["log"] == str(workdir / "sweep.log")
+  assert "config.batch_size=4000 exceeds the 1347 training examples" in failure["tail"]
 
   proc = _sweep(config, workdir)
   assert proc.returncode == 1

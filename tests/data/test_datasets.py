@@ -3,11 +3,13 @@
 import os
 import time
 
+import ml_collections
 import numpy as np
 import pytest
 
 from tests.conftest import SHARED_BINARIZED_MNIST
 from vae_jax.data import datasets
+from vae_jax.data import tfds_files
 
 
 @pytest.mark.parametrize("name,train,test,shape", [
@@ -53,12 +55,53 @@ def test_offline_failure_is_fast_and_names_the_remedy(tmp_path, monkeypatch):
 def test_incomplete_manual_dir_lists_the_missing_files(tmp_path, monkeypatch):
   monkeypatch.setattr(datasets, "host_reachable", lambda *a, **k: False)
   (tmp_path / "binarized_mnist_train.amat").write_text("")
-  with pytest.raises(datasets.DatasetUnavailableError,
+  with pytest.raises(tfds_files.ManualFileError,
                      match="lacks binarized_mnist_test.amat, binarized_mnist_valid.amat"):
     datasets.load("binarized_mnist", data_dir=str(tmp_path / "tfds"),
                   manual_dir=str(tmp_path))
-  with pytest.raises(datasets.DatasetUnavailableError, match="is not a directory"):
+  with pytest.raises(tfds_files.ManualFileError, match="is not a directory"):
     datasets.load("binarized_mnist", manual_dir=str(tmp_path / "nowhere"))
+
+
+class _PreparedBuilder:
+  """TFDS's builder of a dataset prepared earlier (from other files): what a manual_dir
+  was silently ignored for."""
+  data_dir, version = "/prepared", "1.0.0"
+
+  def is_prepared(self):
+    return True
+
+  def as_dataset(self, split, batch_size):
+    del batch_size
+    return {"image": np.zeros((4 if split == "train" else 2, 28, 28, 1), np.uint8)}
+
+
+def test_a_manual_dir_is_used_or_refused_even_when_tfds_has_prepared_the_dataset(
+    tmp_path, monkeypatch):
+  """Files the user named are checked whatever TFDS holds, and never replaced by the
+  fallback: an empty folder, a damaged .amat and a missing folder each stop in one line."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: _PreparedBuilder())
+  monkeypatch.setattr(tfds, "as_numpy", lambda tree: tree)
+  assert datasets.load("binarized_mnist").source.startswith("tfds:binarized_mnist")
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(tfds_files.ManualFileError, match=r"manual_dir=.*empty' lacks "
+                     r"binarized_mnist_test.amat, binarized_mnist_train.amat, binarized_"):
+    datasets.load("binarized_mnist", manual_dir=str(empty))
+  damaged = tmp_path / "damaged"
+  damaged.mkdir()
+  for split in ("train", "valid", "test"):
+    (damaged / f"binarized_mnist_{split}.amat").write_text("0 1\n")
+  with pytest.raises(tfds_files.ManualFileError,
+                     match=r"binarized_mnist_test.amat is truncated \(4 bytes\)"):
+    datasets.load("binarized_mnist", manual_dir=str(damaged))
+  data = ml_collections.ConfigDict(dict(
+      name="binarized_mnist", train_split="train", test_split="test", data_dir=None,
+      manual_dir=str(tmp_path / "nowhere"), fallback="mnist_5k", validation_split="none",
+      validation_size=-1))
+  with pytest.raises(tfds_files.ManualFileError, match="nowhere' is not a directory"):
+    datasets.load_configured(data)  # no fallback for files the user named
 
 
 @pytest.mark.slow

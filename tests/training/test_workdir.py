@@ -1,6 +1,7 @@
 """workdir.lookup: one dotted-field read of a run's JSON, shared by resumes and tables."""
 
 import json
+import subprocess
 
 import ml_collections
 import pytest
@@ -69,3 +70,36 @@ def test_conv_impl_may_change_when_a_run_continues(tmp_path):
     workdir_lib.prepare(str(tmp_path), config)
   changes = workdir_lib.prepare(str(tmp_path), config, allow_changes=["model.conv_impl"])
   assert changes == {"model.conv_impl": ["auto", "lax"]}
+
+
+def test_a_config_json_of_random_bytes_is_named_in_one_line(tmp_path):
+  path = tmp_path / "config.json"
+  path.write_bytes(bytes(range(128, 256)) * 4)  # not UTF-8: was a bare UnicodeDecodeError
+  with pytest.raises(workdir_lib.WorkdirError) as err:
+    workdir_lib.load_config(str(tmp_path))
+  assert str(err.value).startswith(f"{path} is damaged (not UTF-8 text: byte 0x80 at offset 0)")
+  assert "--overwrite" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_damaged_metrics_file_is_named_in_one_line(tmp_path):
+  from vae_jax.training import metrics  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "metrics.jsonl"
+  path.write_bytes(b'{"step": 1, "train/loss": 2.0}\n\xff\xfe\x00garbage\n')
+  with pytest.raises(metrics.MetricsError, match=rf"{path} is damaged at line 2 \(Unicode"):
+    metrics.read_jsonl(str(path))
+
+
+def test_a_read_only_file_system_is_not_called_a_permission_problem(tmp_path):
+  disk = tmp_path / "ro"
+  disk.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(disk)],
+                    capture_output=True, check=False).returncode != 0:
+    pytest.skip("cannot mount a read-only tmpfs here")
+  try:
+    for workdir in (disk, disk / "new_run"):  # an existing folder, and one to be made
+      with pytest.raises(workdir_lib.WorkdirError) as err:
+        workdir_lib.check_directory(str(workdir))
+      assert f"{disk} is on a read-only file system" in str(err.value)
+      assert "permission" not in str(err.value)
+  finally:
+    subprocess.run(["umount", str(disk)], check=False)

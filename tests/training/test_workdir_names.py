@@ -89,3 +89,27 @@ def test_the_command_without_workdir_trains_in_a_new_named_folder(tmp_path):
   assert f"rerun with --workdir={name}" in proc.stderr
   with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
     assert json.load(f)["steps"] == 10
+  # Refused once the data is loaded (after the folder was named): no folder is left.
+  refused = subprocess.run(
+      [sys.executable, "-m", "experiments.train", f"--config={REPO}/configs/beta.py", *small,
+       "--config.batch_size=4000"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2"))
+  assert refused.returncode == 1 and "FATAL ConfigError: config.batch_size=4000" in refused.stderr
+  assert glob.glob(str(tmp_path / "workdirs" / "*")) == [workdir]
+
+
+def test_a_refused_runs_new_folder_is_removed_and_its_log_kept(tmp_path):
+  workdir = workdir_lib.new_default("configs/beta.py", root=str(tmp_path))
+  for name, text in (("train.log", "the log\n"), (".lock", "pid 1\n")):
+    with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
+      f.write(text)
+  moved = workdir_lib.remove_if_unused(workdir, "train.log")
+  try:
+    assert not os.path.exists(workdir) and os.listdir(tmp_path) == []
+    with open(moved, encoding="utf-8") as f:
+      assert f.read() == "the log\n"
+  finally:
+    os.remove(moved)
+  used = workdir_lib.new_default("configs/beta.py", root=str(tmp_path))
+  open(os.path.join(used, "config.json"), "w", encoding="utf-8").close()
+  assert workdir_lib.remove_if_unused(used, "train.log") is None and os.path.isdir(used)

@@ -253,6 +253,21 @@ def comparison(named: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
   return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
+def not_pictured(members: list[tables.Member], names_shown: int = 3) -> Optional[str]:
+  """One line for the members left out, by status: a sweep may have dozens of them."""
+  if not members:
+    return None
+  by_status: dict[str, list[str]] = {}
+  for member in members:
+    by_status.setdefault(member.status, []).append(member.name)
+  parts = []
+  for status, names in sorted(by_status.items()):
+    more = f", ... ({len(names) - names_shown} more)" if len(names) > names_shown else ""
+    parts.append(f"{len(names)} {status} ({', '.join(names[:names_shown])}{more})")
+  return (f"Not pictured: {len(members)} sweep member{'s' * (len(members) > 1)} without "
+          f"results: {'; '.join(parts)}.")
+
+
 def pictures_of_sweep(sweep_dir: str, spec: PictureSpec = PictureSpec(),
                       borrow_labels: Optional[str] = None) -> str:
   """DIR/pictures/comparison.png: one row per setting, from its first finished seed.
@@ -265,10 +280,11 @@ def pictures_of_sweep(sweep_dir: str, spec: PictureSpec = PictureSpec(),
   _, members = tables.read_sweep(sweep_dir)
   shown = {}
   for member in members:
-    if member.status != "done":
-      logging.warning("Sweep member %s is %s: not pictured.", member.name, member.status)
-      continue
-    shown.setdefault(tables.setting_label(member.setting) or member.name, member)
+    if member.status == "done":
+      shown.setdefault(tables.setting_label(member.setting) or member.name, member)
+  left_out = not_pictured([m for m in members if m.status != "done"])
+  if left_out:
+    logging.warning("%s", left_out)
   named = {}
   for label, member in shown.items():
     preemption.check()  # between members: each member's pictures are whole

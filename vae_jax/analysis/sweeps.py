@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from typing import Any, Optional, Sequence
 
 import ml_collections
@@ -181,7 +182,8 @@ def command(spec: str, workdir: str, unit: Sequence[Member], extra: Sequence[str
 
 def record_failure(directory: str, returncode: Optional[int], log: str,
                    error: Optional[str] = None) -> None:
-  """failure.json: why a member failed, where its log is, and the log's end."""
+  """failure.json: why a member failed, where its log is, and the log's end; the same
+  whether the driver, ``--member=K`` or a population recorded it."""
   workdir_lib.write_json(os.path.join(directory, FAILURE_FILE), {
       "returncode": returncode, "log": log, "error": error,
       "tail": error or (_tail(log) if os.path.exists(log) else "")})
@@ -247,6 +249,17 @@ class _Running:
         record_failure(directory, code, log)
         out.append("failed")
     return out
+
+
+def record_member_error(directory: str, log: str, error: BaseException) -> None:
+  """failure.json for ``--member=K`` that raised: exit status 1 (the mains' for an error),
+  the end of its traceback as the tail. Never a second error on top of the first."""
+  tail = "".join(traceback.format_exception(error)).splitlines()[-15:]
+  try:
+    os.makedirs(directory, exist_ok=True)
+    record_failure(directory, 1, log, "\n".join(tail) + "\n")
+  except OSError as e:
+    logging.warning("Could not write %s in %s: %s", FAILURE_FILE, directory, e)
 
 
 def run_all(spec: str, workdir: str, members: list[Member], extra: Sequence[str],

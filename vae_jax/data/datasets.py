@@ -186,24 +186,18 @@ def _load_tfds(name: str, train_split: str, test_split: str, data_dir: Optional[
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # TF only reads files; keep it off accelerators.
 
-  if manual_dir is not None:
-    manual_dir = os.path.abspath(os.path.expanduser(manual_dir))
-    if not os.path.isdir(manual_dir):
-      raise DatasetUnavailableError(
-          f"config.data.manual_dir={manual_dir!r} is not a directory. It should hold "
-          f"the original download files of {name!r}: {', '.join(_file_names(name))}.")
+  named = manual_dir is not None  # files the user named: those, or one line (no fallback)
+  if named:
+    manual_dir = checked_manual_dir(name, manual_dir)
   with quiet_tfds.quiet():
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
-      where = f"config.data.manual_dir={manual_dir!r}"
-      remedy = (f", or drop config.data.manual_dir ({name} ships with vae_jax)"
-                if name in SHIPPED_FILES else "")
       if manual_dir is None and name in SHIPPED_FILES:
         manual_dir = _shipped_files(name)
-        where, remedy = f"{manual_dir} (the {name} files written from vae_jax's copy)", ""
       _check_obtainable(name, builder.data_dir, manual_dir)  # missing files first
-      if manual_dir is not None:
-        tfds_files.check(name, manual_dir, where=where, remedy=remedy)
+      if manual_dir is not None and not named:
+        tfds_files.check(name, manual_dir, remedy="",
+                         where=f"{manual_dir} (the {name} files written from vae_jax's copy)")
       config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
       logging.info("Preparing TFDS %s in %s (manual_dir=%s).", name, builder.data_dir,
                    manual_dir)
@@ -222,6 +216,36 @@ def _load_tfds(name: str, train_split: str, test_split: str, data_dir: Optional[
       binary=TFDS_DATASETS[name],
       source=f"tfds:{name}:{builder.version} ({builder.data_dir})",
       train_labels=labels[train_split], test_labels=labels[test_split], **extra)
+
+
+def checked_manual_dir(name: str, manual_dir: str) -> str:
+  """``config.data.manual_dir``, absolute, once it holds every official file of ``name``, exact.
+
+  Checked whether or not TFDS has prepared the dataset already: a prepared dataset
+  made from other files would otherwise be used silently, and an empty or damaged
+  folder the user named would train with exit status 0. Its files, proved official
+  here (TFDS's sizes and SHA-256), are the data of any preparation TFDS accepted.
+  Raises ``tfds_files.ManualFileError`` (not ``DatasetUnavailableError``: the user
+  named these files, so no fallback dataset replaces them).
+  """
+  directory = os.path.abspath(os.path.expanduser(manual_dir))
+  where = f"config.data.manual_dir={directory!r}"
+  files = _file_names(name)
+  alternative = (" (or the four MNIST-format IDX files, gzipped or not)"
+                 if name in IDX_DATASETS else "")
+  remedy = (f", or drop config.data.manual_dir ({name} ships with vae_jax)"
+            if name in SHIPPED_FILES else "")
+  if not os.path.isdir(directory):
+    raise tfds_files.ManualFileError(
+        f"{where} is not a directory. It should hold the original download files of "
+        f"{name!r}: {', '.join(files)}{alternative}. Point it at them{remedy}.")
+  missing = [f for f in files if not os.path.isfile(os.path.join(directory, f))]
+  if missing:
+    raise tfds_files.ManualFileError(
+        f"{where} lacks {', '.join(missing)}: it should hold the original download files of "
+        f"{name!r}: {', '.join(files)}{alternative}. Put them there{remedy}.")
+  tfds_files.check(name, directory, where=where, remedy=remedy)
+  return directory
 
 
 def _shipped_files(name: str) -> Optional[str]:

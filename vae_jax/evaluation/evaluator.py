@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -86,14 +86,13 @@ def eval_batch(data: dict[str, jax.Array], ids: jax.Array, preprocessing: str,
 
 
 def make_eval_fn(model: interface.Model, preprocessing: str, seed: int,
-                 num_importance_samples: int = 0, iwae_chunk_size: int = 20,
-                 report: Optional[Callable[[jax.Array], None]] = None):
+                 num_importance_samples: int = 0, iwae_chunk_size: int = 20):
   """Per-device fn(params, data, ids) -> per-example terms [batches, batch, ...].
 
   Terms: the model's ``terms`` (bits_per_dim added for dequantized data) and,
   when num_importance_samples > 0, the IWAE estimate "log_px" with that many samples.
-  ``report``: a host function called after each batch (``jax.debug.callback`` on
-  a value of the batch's result, so it runs when the batch is done).
+  No host callback inside: on a CPU a program with one runs synchronously, in the
+  calling thread, which then cannot act on a signal until the batch ends.
   """
 
   def evaluate_batch(params, data, ids):
@@ -110,12 +109,7 @@ def make_eval_fn(model: interface.Model, preprocessing: str, seed: int,
     return terms
 
   def eval_fn(params, data, ids):
-    def body(batch):
-      terms = evaluate_batch(params, *batch)
-      if report is not None:
-        jax.debug.callback(report, jnp.sum(terms["elbo"]))
-      return terms
-    return jax.lax.map(body, (data, ids))
+    return jax.lax.map(lambda batch: evaluate_batch(params, *batch), (data, ids))
 
   return eval_fn
 
@@ -129,14 +123,10 @@ class Evaluator:
     self.split = shard_split(data, global_batch)
     self._seed, self._preprocessing = seed, preprocessing
     self._make = functools.partial(make_eval_fn, model, preprocessing, seed,
-                                   iwae_chunk_size=iwae_chunk_size, report=self._report)
+                                   iwae_chunk_size=iwae_chunk_size)
     self._progress: Optional[progress.Progress] = None
     self._fns = {}  # one compiled function per number of importance samples
     self._rate_floor = collapse_rate_floor
-
-  def _report(self, _) -> None:
-    if self._progress is not None:
-      self._progress.update()
 
   def per_device_fn(self, num_importance_samples: int = 0):
     """The per-device evaluation program (see ``make_eval_fn``), e.g. to count its work."""
@@ -159,21 +149,23 @@ class Evaluator:
           out = population.over_members(lambda p: member_fn(p, data, ids))(params)
           return jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), out)
       self._fns[key] = parallel.data_parallel(fn)
-    local_batches = self.split.ids.shape[0] * self.split.ids.shape[1]
     self._progress = progress.Progress(
         f"evaluation of {self.split.num_examples} examples"
         + (f" with k={num_importance_samples}" if num_importance_samples else "")
         + (f" for {num_members} members" if num_members else ""),
-        local_batches * (num_members or 1), "member batches" if num_members else "batches")
+        self.split.ids.shape[1], "batches")
     # One dispatch per batch, so that a stop requested meanwhile is acted on between
-    # batches (preemption.check; a signal handler must not raise inside the program).
+    # batches (preemption.check; a signal handler must not raise inside the program),
+    # or during one where dropping it loses nothing (preemption.wait).
     fn, pieces, num_batches = self._fns[key], [], self.split.ids.shape[1]
     for i in range(num_batches + 1):
       if i < num_batches:
         pieces.append(fn(params, jax.tree.map(lambda x: x[:, i:i + 1], self.split.data),
                          self.split.ids[:, i:i + 1]))
       if i:  # one batch in flight while the previous one is checked
+        preemption.wait(pieces[i - 1])  # not np.asarray alone: handlers must run meanwhile
         pieces[i - 1] = jax.tree.map(np.asarray, pieces[i - 1])
+        self._progress.update()
         preemption.check()
     terms = parallel.unshard(jax.tree.map(lambda *x: np.concatenate(x, axis=1), *pieces))
     if num_members is None:

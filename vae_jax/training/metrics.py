@@ -75,10 +75,16 @@ def _drop_partial_last_line(path: str) -> None:
 def read_jsonl(path: str) -> dict[int, dict[str, Any]]:
   """{step: merged record}; for repeated steps (a resumed run) the last value wins."""
   out: dict[int, dict[str, Any]] = {}
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      record = json.loads(line)
-      out.setdefault(record["step"], {}).update(record)
+  with open(path, "rb") as f:
+    for number, line in enumerate(f, 1):
+      try:
+        record = json.loads(line.decode("utf-8"))
+        out.setdefault(record["step"], {}).update(record)
+      except (ValueError, KeyError, TypeError) as e:  # not UTF-8, not JSON, no "step"
+        raise MetricsError(
+            f"{path} is damaged at line {number} ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:120]}); each line must be one JSON object with a "
+            f"\"step\". Restore it from a copy; checkpoints are not affected.") from None
   return out
 
 
@@ -97,7 +103,8 @@ def create_writer(workdir: str, *, is_main_process: bool = True) -> metric_write
 
 
 class MetricsError(Exception):
-  """Writing metrics failed (full disk, I/O error); checkpoints are not affected."""
+  """Writing metrics failed (full disk, I/O error), or reading them back (a damaged file);
+  checkpoints are not affected."""
 
 
 class _ReportedErrors(metric_writers.MetricWriter):

@@ -176,10 +176,21 @@ def check_directory(workdir: str, label: str = "") -> None:
   if not os.path.isdir(parent):
     raise WorkdirError(f"{label or '--workdir=' + workdir} is under {parent}, which is a file, not a "
                        f"directory; give a directory path.")
+  if _read_only_file_system(parent):  # os.access says no here too, but not for permissions
+    raise WorkdirError(f"{label or '--workdir=' + workdir}: {parent} is on a read-only file "
+                       f"system; give a directory on a writable one (or remount it "
+                       f"read-write).")
   if not os.access(parent, os.W_OK | os.X_OK):
     raise WorkdirError(f"{label or '--workdir=' + workdir}: {parent} is not writable (permission denied) "
                        f"for this user; give a directory you can write, or change its "
                        f"permissions.")
+
+
+def _read_only_file_system(path: str) -> bool:
+  try:
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+  except OSError:
+    return False
 
 
 def record_changes(workdir: str, changes: dict[str, list], step: int) -> None:
@@ -268,13 +279,17 @@ def read_json(path: str) -> Optional[dict]:
   """The JSON object in ``path``, or None if there is no such file."""
   if not os.path.exists(path):
     return None
+  remedy = ("restore it from a copy, or move the run aside with --overwrite (nothing is "
+            "deleted)")
   with open(path, encoding="utf-8") as f:
     try:
       return json.load(f)
     except json.JSONDecodeError as e:
       raise WorkdirError(f"{path} is damaged (not valid JSON: {e.msg}, line {e.lineno}, "
-                         f"column {e.colno}); restore it from a copy, or move the run aside "
-                         f"with --overwrite (nothing is deleted).") from None
+                         f"column {e.colno}); {remedy}.") from None
+    except UnicodeDecodeError as e:  # random bytes: not even text
+      raise WorkdirError(f"{path} is damaged (not UTF-8 text: byte 0x{e.object[e.start]:02x} "
+                         f"at offset {e.start}); {remedy}.") from None
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -305,6 +320,29 @@ def versions() -> dict[str, str]:
     except importlib.metadata.PackageNotFoundError:
       pass
   return out
+
+
+def remove_if_unused(workdir: str, log_name: str) -> Optional[str]:
+  """Removes a folder ``new_default`` made, if the run was refused before using it.
+
+  Such a folder holds only the run's log (and its lock): left behind, every
+  refused command would add one to workdirs/. The log is kept, moved to the
+  temporary directory; returns its new path (None: the folder holds more, it stays).
+  """
+  try:
+    names = set(os.listdir(workdir))
+  except OSError:
+    return None
+  if not names <= {log_name, LOCK_FILE}:
+    return None
+  kept = None
+  if log_name in names:
+    kept = os.path.join(tempfile.gettempdir(), f"vae_jax-{os.path.basename(workdir)}-{log_name}")
+    shutil.move(os.path.join(workdir, log_name), kept)
+  if LOCK_FILE in names:
+    os.remove(os.path.join(workdir, LOCK_FILE))
+  os.rmdir(workdir)
+  return kept
 
 
 def new_default(config_spec: str, *, num_processes: int = 1,
