@@ -9,6 +9,7 @@ import pytest
 
 from vae_jax.data import datasets
 from vae_jax.data import idx
+from vae_jax.data import tfds_files
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -127,11 +128,12 @@ def test_datasets_load_reads_idx_files_without_tfds(tmp_path, monkeypatch, name)
 
 
 def test_incomplete_idx_folder_still_reports_missing_files(tmp_path, monkeypatch):
-  """Three of four files: TFDS's path as before, naming the missing one (offline)."""
+  """Three of four files: one line naming the missing one (a named folder: no fallback)."""
   monkeypatch.setattr(datasets, "host_reachable", lambda *a, **k: False)
   _fake(tmp_path)
   os.remove(tmp_path / (idx.FILES[("test", "labels")] + ".gz"))
-  with pytest.raises(datasets.DatasetUnavailableError, match="lacks t10k-labels-idx1-ubyte.gz"):
+  with pytest.raises(tfds_files.ManualFileError, match=r"lacks t10k-labels-idx1-ubyte.gz.*\(or the "
+                     r"four MNIST-format IDX files"):
     datasets.load("fashion_mnist", data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path))
 
 
