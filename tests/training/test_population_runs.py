@@ -141,3 +141,27 @@ def test_a_frozen_member_stays_frozen_through_a_resume(tmp_path, monkeypatch):
                 if d.isdigit())[-1] == 20
   again, _ = saved_state(workdirs[1], configs[1])
   assert_trees_equal(again.params, frozen.params)
+
+
+def test_a_stop_during_validation_drops_it_and_the_rerun_is_exact(runs, tmp_path, monkeypatch):
+  """A stop asked during the validation of an unsaved state (step 20) does not wait for it:
+  the run exits with checkpoint 10, and the rerun redoes steps 10..20 exactly."""
+  from vae_jax.training import run as run_lib  # pylint: disable=g-import-not-at-top
+  evaluate = run_lib.Run.evaluate
+
+  def stop_at_20(self, split, *args, **kwargs):
+    if split == "validation" and self.step == 20:
+      monkeypatch.setattr(preemption._State, "requested", "SIGTERM")  # pylint: disable=protected-access
+    return evaluate(self, split, *args, **kwargs)
+  monkeypatch.setattr(run_lib.Run, "evaluate", stop_at_20)
+  configs = [_config(m) for m in MEMBERS]
+  workdirs = [str(tmp_path / f"m{i}") for i in range(len(MEMBERS))]
+  with pytest.raises(preemption.Preempted, match="at step 20; checkpoint 10 is saved"):
+    train.train_population(configs, workdirs)
+  assert all(not os.path.exists(os.path.join(w, "checkpoints", "20")) for w in workdirs)
+  monkeypatch.undo()
+  preemption.reset()
+  train.train_population(configs, workdirs)
+  for i, config in enumerate(configs):
+    expected, _ = saved_state(runs / "population" / f"m{i}", config)
+    assert_trees_equal(saved_state(workdirs[i], config)[0], expected)

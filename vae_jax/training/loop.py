@@ -193,7 +193,7 @@ def _dispatch_loop(run: run_lib.Run, watcher: preemption.PreemptionWatcher) -> N
     if log:
       _log_train(run, last_log_step, now - interval_start, compiling)
       last_log_step, compiling = run.step, False
-    saved_step = _validate_and_save(run, run_eval, checkpoint) or saved_step
+    saved_step = _validate_and_save(run, run_eval, checkpoint, saved_step) or saved_step
     rhyper = _refresh_hyper(run, rhyper)
     if stop and not final:
       raise preemption.Preempted(run.step, saved_step)
@@ -211,14 +211,21 @@ def _refresh_hyper(run: run_lib.Run, rhyper: population.Hyper) -> population.Hyp
   return run.place(run.hyper)
 
 
-def _validate_and_save(run: run_lib.Run, run_eval: bool, checkpoint: bool) -> Optional[int]:
-  """Validation (selection, early stopping), then checkpoints; returns the saved step."""
+def _validate_and_save(run: run_lib.Run, run_eval: bool, checkpoint: bool,
+                       saved_step: Optional[int]) -> Optional[int]:
+  """Validation (selection, early stopping), then checkpoints; returns the saved step.
+
+  A stop asked during the validation drops it with the steps since ``saved_step`` (the
+  rerun redoes them exactly), so the time to exit does not grow with its k.
+  """
   config, active = run.config, run.active()
   during = config.eval.num_importance_samples_during_training
   has_validation = run.dataset.validation is not None
   summaries = {}
+  abandon = lambda: preemption.abandonable(lambda: preemption.Preempted(run.step, saved_step))
   if run_eval and has_validation:  # before the saves, which record their scores
-    summaries = run.evaluate("validation", active, during)
+    with abandon():
+      summaries = run.evaluate("validation", active, during)
     for member in active:
       logging.info("%sstep %d validation | %s", member.prefix, run.step,
                    describe(summaries[member.index]))
@@ -230,8 +237,9 @@ def _validate_and_save(run: run_lib.Run, run_eval: bool, checkpoint: bool) -> Op
   if config.keep_best_checkpoint:  # scored on validation; never on test
     missing = [m for m in to_save if m.index not in summaries]
     if missing:
-      summaries.update(run.evaluate("validation", missing,
-                                    during if config.selection.metric == "nll" else 0))
+      with abandon():
+        summaries.update(run.evaluate("validation", missing,
+                                      during if config.selection.metric == "nll" else 0))
   host = run.host_state()
   for member in to_save:
     score = (member.selection.score(summaries[member.index])
