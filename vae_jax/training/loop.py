@@ -158,11 +158,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
                                       meta["selection"])
   skip = config.optim.on_nonfinite == "skip"
   train_chunk = training.DataParallelTrainChunk(
-      model, tx, training.spec_from_config(config, num_train, preprocessing))
+      model, tx, training.spec_from_config(config, num_train, preprocessing, dataset.render))
   def evaluator(split):
     return evaluation.Evaluator(model, preprocessing, config.eval.seed, dataset.arrays(split),
                                 config.eval.batch_size, config.eval.iwae_chunk_size,
-                                config.eval.collapse_rate_floor)
+                                config.eval.collapse_rate_floor, dataset.render,
+                                dataset.image_shape)
   validator = evaluator("validation") if num_validation else None
   tester = evaluator("test")  # evaluated once, after training, on the selected checkpoint
   train_data = parallel.replicate(dataset.arrays("train"))
@@ -339,7 +340,8 @@ def _write_pictures(writer, workdir: str, model: interface.Model, params: dict,
   """Reconstructions of the first test images (as the model sees them) and samples."""
   count = min(config.images.num_reconstructions, len(dataset.test))
   test = {k: v[:count] for k, v in dataset.arrays("test").items()}
-  batch = evaluation.eval_batch(test, np.arange(count), preprocessing, config.eval.seed)
+  batch = evaluation.eval_batch(test, np.arange(count), preprocessing, config.eval.seed,
+                                dataset.render)
   pictures = images.model_pictures(model, params, batch, config.images.num_samples,
                                    config.eval.seed)
   for name, picture in pictures.items():
