@@ -50,12 +50,13 @@ OFFICIAL_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 
 # Geometry of the procedural sprites, in pixels: a sprite of scale 1 has unit length
 # UNIT; its centre runs from MARGIN to SIZE - MARGIN as x (or y) goes from 0 to 1, so
-# a position step is 40/31 = 1.29 pixels and the largest sprite (radius <= UNIT) stays
-# inside at every orientation.
-UNIT = 10.0
-MARGIN = 12.0
-SQUARE_HALF_SIDE = 0.7     # in units: a 14-pixel square at scale 1
-ELLIPSE_AXES = (1.0, 0.5)  # semi-axes in units: 20 x 10 pixels at scale 1
+# a position step is 32/31 = 1.03 pixels and the largest sprite (radius <= UNIT) stays
+# inside at every orientation. Every step of position or scale moves a sprite's edge
+# by more than a pixel, so it changes the image (tests/data/test_dsprites.py).
+UNIT = 15.0
+MARGIN = 16.0
+SQUARE_HALF_SIDE = 0.7     # in units: a 21-pixel square at scale 1, 10.5 at scale 0.5
+ELLIPSE_AXES = (1.0, 0.5)  # semi-axes in units: 30 x 15 pixels at scale 1
 HEART_ZOOM, HEART_SHIFT = 1.2, 0.1  # the heart curve spans x in +-1.14, y in -1..1.24
 
 # The variants draw their colour or noise from the example's key folded with this.
@@ -199,3 +200,28 @@ def test_indices() -> tuple[np.ndarray, np.ndarray]:
   """(train indices, test indices) into the grid, both sorted."""
   perm = np.random.default_rng(TEST_SEED).permutation(GRID.num_examples)
   return np.sort(perm[TEST_SIZE:]), np.sort(perm[:TEST_SIZE])
+
+
+# ----------------------------------------------------------------------------- distinctness
+
+# Rotational symmetry of each shape: a square repeats every pi/2, an ellipse every pi.
+SYMMETRY_PERIOD = (np.pi / 2, np.pi, 2 * np.pi)
+
+
+def image_hashes(factors: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+  """A 64-bit hash of each procedural image [N] (equal images, equal hashes).
+
+  Two random 32-bit weights per pixel, summed over the lit pixels modulo 2^32:
+  distinct images collide with chance 2^-64 per pair, so counting distinct
+  hashes counts distinct images, without keeping any image.
+  """
+  weights = jnp.asarray(np.random.default_rng(0).integers(0, 2**32, (SIZE * SIZE, 2),
+                                                          dtype=np.uint64).astype(np.uint32))
+  @jax.jit
+  def hash_batch(f):
+    lit = render_masks(f).reshape(f.shape[0], -1).astype(jnp.uint32)
+    return lit @ weights  # uint32 products and sums wrap modulo 2^32
+  parts = [np.asarray(hash_batch(jnp.asarray(factors[i:i + batch_size])))
+           for i in range(0, len(factors), batch_size)]
+  h = np.concatenate(parts).astype(np.uint64)
+  return (h[:, 0] << np.uint64(32)) | h[:, 1]
