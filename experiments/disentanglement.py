@@ -2,7 +2,7 @@ r"""Scores a run's representation against ground-truth factors: python -m experi
 
 The BetaVAE and FactorVAE scores, MIG, DCI, SAP, modularity and explicitness and
 the unsupervised scores of the encoder mean at the run's selected checkpoint,
-with disentanglement_lib's defaults (--scale multiplies every sample count),
+with disentanglement_lib's defaults (--scale multiplies sample counts),
 written to DIR/disentanglement.json; nothing else in DIR changes. The run must
 be on data with factors (dsprites, dsprites_procedural, ...). See
 docs/disentanglement.md.
@@ -22,8 +22,11 @@ from vae_jax.training import preemption
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A vae_jax run directory.", required=True)
 _SEED = flags.DEFINE_integer("seed", 0, "Each metric's RandomState seed.")
-_SCALE = flags.DEFINE_float("scale", 1.0, "Factor on every metric's sample counts "
-                            "(1: disentanglement_lib's defaults).")
+_SCALE = flags.DEFINE_list("scale", None, "Factors on the metrics' sample counts: F (every "
+                           "metric) and/or METRIC=F (default 1: disentanglement_lib's).")
+_TRAVERSALS = flags.DEFINE_string(
+    "traversals", None, "Also draw latent traversals labelled by factor to this PNG (after "
+    "scoring, or from an existing disentanglement.json).")
 _METRICS = flags.DEFINE_list("metrics", None, f"Metrics to compute (default: all): "
                              f"{', '.join(scoring.METRICS)}.")
 
@@ -31,9 +34,16 @@ _METRICS = flags.DEFINE_list("metrics", None, f"Metrics to compute (default: all
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  scores_path = os.path.join(_WORKDIR.value, scoring.OUTPUT_FILE)
   with preemption.read_only_command("the disentanglement scores"):
-    record = scoring.score_run(_WORKDIR.value, seed=_SEED.value, scale=_SCALE.value,
-                               metrics=_METRICS.value)
+    if _TRAVERSALS.value and os.path.exists(scores_path):
+      record = scoring.read_record(_WORKDIR.value)
+    else:
+      record = scoring.score_run(_WORKDIR.value, seed=_SEED.value, scale=_SCALE.value,
+                                 metrics=_METRICS.value)
+    if _TRAVERSALS.value:
+      scoring.draw_traversals(_WORKDIR.value, record, _TRAVERSALS.value)
+      logging.info("Wrote %s", _TRAVERSALS.value)
   logging.info("step %d: %s", record["step"],
                ", ".join(f"{k} {v:.3f}" for k, v in scoring.headline(record).items()))
 

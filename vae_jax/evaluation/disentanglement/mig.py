@@ -17,11 +17,13 @@ from vae_jax.evaluation.disentanglement import codes as codes_lib
 
 def mig_of(codes: np.ndarray, factors: np.ndarray,
            num_bins: int = codes_lib.NUM_BINS) -> dict[str, float]:
-  """{"discrete_mig"} of codes [N, d] (d >= 2) against discrete factors [N, K]."""
+  """{"discrete_mig", "mutual_information" [d][K] (nats), "factor_entropy" [K]} of codes
+  [N, d] (d >= 2) against discrete factors [N, K]; the matrix labels traversals."""
   info = codes_lib.discrete_mutual_info(codes_lib.histogram_discretize(codes, num_bins), factors)
   top = np.sort(info, axis=0)[::-1]
   entropy = codes_lib.discrete_entropy(factors)
-  return {"discrete_mig": float(np.mean((top[0] - top[1]) / entropy))}
+  return {"discrete_mig": float(np.mean((top[0] - top[1]) / entropy)),
+          "mutual_information": info.tolist(), "factor_entropy": entropy.tolist()}
 
 
 def score(sampler: ground_truth.Sampler, representation: codes_lib.Representation,

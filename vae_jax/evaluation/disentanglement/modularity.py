@@ -33,14 +33,22 @@ def modularity(mutual_information: np.ndarray) -> float:
 def explicitness_per_factor(train_codes: np.ndarray, train_labels: np.ndarray,
                             test_codes: np.ndarray, test_labels: np.ndarray
                             ) -> tuple[float, float]:
-  """(train ROC AUC, test ROC AUC) of a logistic regression predicting one factor."""
+  """(train ROC AUC, test ROC AUC) of a logistic regression predicting one factor.
+
+  The macro average over the classes the classifier knows (one-hot columns of
+  its ``classes_``), as disentanglement_lib's with every class drawn; with few
+  draws, classes absent from one side are left out rather than failing.
+  """
   classifier = linear_model.LogisticRegression().fit(train_codes, train_labels)
-  binarizer = preprocessing.MultiLabelBinarizer()
-  auc_train = metrics.roc_auc_score(binarizer.fit_transform(train_labels[:, None]),
-                                    classifier.predict_proba(train_codes))
-  auc_test = metrics.roc_auc_score(binarizer.fit_transform(test_labels[:, None]),
-                                   classifier.predict_proba(test_codes))
-  return float(auc_train), float(auc_test)
+
+  def auc(codes: np.ndarray, labels: np.ndarray) -> float:
+    onehot = preprocessing.label_binarize(labels, classes=classifier.classes_)
+    if len(classifier.classes_) == 2:
+      onehot = np.column_stack([1 - onehot[:, 0], onehot[:, 0]])
+    both = (onehot.min(axis=0) == 0) & (onehot.max(axis=0) == 1)
+    return float(metrics.roc_auc_score(onehot[:, both],
+                                       classifier.predict_proba(codes)[:, both]))
+  return auc(train_codes, train_labels), auc(test_codes, test_labels)
 
 
 def modularity_explicitness_of(train_codes: np.ndarray, train_factors: np.ndarray,

@@ -6,8 +6,9 @@ still going), on the images the model sees (the run's preprocessing, keyed per
 image as in evaluation), jit-compiled over fixed batches of ``BATCH`` images.
 Each metric gets its own ``RandomState(seed)`` (disentanglement_lib's
 ``evaluation.random_seed = 0``), so reruns agree to the last digit and
-metrics do not depend on which others ran. ``scale`` multiplies every sample
-count (1: disentanglement_lib's defaults); it is recorded, as is the time.
+metrics do not depend on which others ran. ``scale`` multiplies the sample
+counts, of every metric or of named ones (1: disentanglement_lib's defaults); the
+counts used are recorded with each metric, as is its time.
 The file is written next to results.json and never replaced.
 """
 
@@ -80,17 +81,41 @@ def scaled(counts: dict[str, int], scale: float) -> dict[str, int]:
   return {k: max(2, int(round(v * scale))) for k, v in counts.items()}
 
 
+def parse_scale(items: Optional[list[str]]) -> dict[str, float]:
+  """--scale items -> {metric: factor}: 'F' sets every metric, 'METRIC=F' one of them.
+
+  ['0.1', 'beta_vae=0.01'] scales every count by 0.1 and the BetaVAE score's by 0.01.
+  """
+  default, named = 1.0, {}
+  for item in items or ():
+    name, sep, value = item.rpartition("=")
+    try:
+      factor = float(value)
+    except ValueError:
+      factor = -1.0
+    if (sep and name not in METRICS) or not factor > 0:
+      raise ValueError(f"--scale item {item!r}: use a factor > 0 (every metric) or METRIC=F "
+                       f"with METRIC in {', '.join(METRICS)}.")
+    if sep:
+      named[name] = factor
+    else:
+      default = factor
+  return {name: named.get(name, default) for name in METRICS}
+
+
 def score_all(sampler, representation: codes_lib.Representation, *, seed: int = 0,
-              scale: float = 1.0, metrics: Optional[list[str]] = None) -> dict[str, Any]:
+              scales: Optional[dict[str, float]] = None,
+              metrics: Optional[list[str]] = None) -> dict[str, Any]:
   """{metric: {its scores..., "seconds", "sample_counts"}} for ``metrics`` (default: all)."""
   out = {}
   for name in metrics or list(METRICS):
     fn, counts = METRICS[name]
-    counts = scaled(counts, scale)
+    counts = scaled(counts, (scales or {}).get(name, 1.0))
     start = time.time()
     scores = fn(sampler, representation, np.random.RandomState(seed), **counts)
     out[name] = {**scores, "sample_counts": counts, "seconds": time.time() - start}
-    logging.info("%s: %s (%.0f s)", name, {k: round(v, 4) for k, v in scores.items()},
+    logging.info("%s: %s (%.0f s)", name, {k: round(v, 4) for k, v in scores.items()
+                                           if isinstance(v, (int, float))},
                  out[name]["seconds"])
   return out
 
@@ -101,7 +126,7 @@ def selected_step(workdir: str) -> Optional[int]:
   return None if not results else results["selection"].get("checkpoint_step")
 
 
-def score_run(workdir: str, *, seed: int = 0, scale: float = 1.0,
+def score_run(workdir: str, *, seed: int = 0, scale: Optional[list[str]] = None,
               metrics: Optional[list[str]] = None) -> dict[str, Any]:
   """Scores the run in ``workdir`` and writes WORKDIR/disentanglement.json (refused if present)."""
   start = time.time()
@@ -113,14 +138,13 @@ def score_run(workdir: str, *, seed: int = 0, scale: float = 1.0,
   unknown = sorted(set(metrics or ()) - set(METRICS))
   if unknown:
     raise ValueError(f"--metrics: unknown {unknown}; valid: {', '.join(METRICS)}.")
-  if not scale > 0:
-    raise ValueError(f"--scale={scale}: the sample counts' factor must be > 0 (1: the defaults).")
+  scales = parse_scale(scale)
   run = saved_run.load_run(workdir, selected_step(workdir))
   sampler = datasets.ground_truth_sampler(run.dataset.name, run.config.data.manual_dir)
   representation = encoder_mean(run.model, run.params, run.preprocessing, run.config.eval.seed)
-  scores = score_all(sampler, representation, seed=seed, scale=scale, metrics=metrics)
+  scores = score_all(sampler, representation, seed=seed, scales=scales, metrics=metrics)
   record = {"step": run.step, "checkpoint": run.checkpoint, "dataset": run.dataset.name,
-            "representation": "encoder mean", "seed": seed, "scale": scale,
+            "representation": "encoder mean", "seed": seed, "scale": scales,
             "factors": list(sampler.grid.names), "scores": scores,
             "wall_time_s": time.time() - start, "versions": workdir_lib.versions()}
   workdir_lib.write_json(out_path, record)
@@ -132,3 +156,26 @@ def headline(record: dict[str, Any]) -> dict[str, float]:
   """{metric: its headline score} of a disentanglement.json (the tables' columns)."""
   return {name: record["scores"][name][key] for name, key in HEADLINES.items()
           if name in record.get("scores", {})}
+
+
+def read_record(workdir: str) -> dict[str, Any]:
+  """A run's disentanglement.json."""
+  record = workdir_lib.read_json(os.path.join(os.path.abspath(workdir), OUTPUT_FILE))
+  if record is None:
+    raise workdir_lib.WorkdirError(f"No {OUTPUT_FILE} in {workdir}: score the run first.")
+  return record
+
+
+# The base image of the traversals: a heart of the largest scale, upright, in the centre.
+TRAVERSAL_BASE = (2, 5, 0, 16, 16)
+
+
+def draw_traversals(workdir: str, record: dict[str, Any], path: str) -> None:
+  """Latent traversals of the scored checkpoint, each row labelled by its factor (pictures.py)."""
+  from vae_jax.evaluation.disentanglement import pictures  # pylint: disable=g-import-not-at-top
+  workdir = os.path.abspath(workdir)
+  results = workdir_lib.read_json(os.path.join(workdir, workdir_lib.RESULTS_FILE)) or {}
+  run = saved_run.load_run(workdir, record["step"])
+  sampler = datasets.ground_truth_sampler(run.dataset.name, run.config.data.manual_dir)
+  kl = np.asarray(results.get("test", {}).get("kl_per_dim") or np.ones(run.model.latent_dim))
+  pictures.save_traversals(run, record, kl, np.array(TRAVERSAL_BASE), sampler, path)
