@@ -4,8 +4,9 @@ The BetaVAE and FactorVAE scores, MIG, DCI, SAP, modularity and explicitness and
 the unsupervised scores of the encoder mean at the run's selected checkpoint,
 with disentanglement_lib's defaults (--scale multiplies sample counts),
 written to DIR/disentanglement.json; nothing else in DIR changes. The run must
-be on data with factors (dsprites, dsprites_procedural, ...). See
-docs/disentanglement.md.
+be on data with factors (dsprites, dsprites_procedural, ...). A sweep's
+directory (with sweep.json) scores each finished member not scored yet, in one
+process. See docs/disentanglement.md.
 """
 
 import os
@@ -17,6 +18,7 @@ from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-positio
 from absl import flags
 from absl import logging
 
+from vae_jax.analysis import tables
 from vae_jax.evaluation.disentanglement import scoring
 from vae_jax.training import preemption
 
@@ -34,6 +36,17 @@ _METRICS = flags.DEFINE_list("metrics", None, f"Metrics to compute (default: all
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  if os.path.exists(os.path.join(_WORKDIR.value, tables.SWEEP_FILE)):
+    _, members = tables.read_sweep(_WORKDIR.value)
+    todo = [m.name for m in members if m.status == "done" and not os.path.exists(
+        os.path.join(_WORKDIR.value, m.name, scoring.OUTPUT_FILE))]
+    logging.info("Scoring %d finished members of the sweep in %s.", len(todo), _WORKDIR.value)
+    for name in todo:
+      with preemption.read_only_command("the disentanglement scores"):
+        record = scoring.score_run(os.path.join(_WORKDIR.value, name), seed=_SEED.value,
+                                   scale=_SCALE.value, metrics=_METRICS.value)
+      logging.info("%s: %.0f s", name, record["wall_time_s"])
+    return
   scores_path = os.path.join(_WORKDIR.value, scoring.OUTPUT_FILE)
   with preemption.read_only_command("the disentanglement scores"):
     if _TRAVERSALS.value and os.path.exists(scores_path):
