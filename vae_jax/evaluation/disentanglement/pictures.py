@@ -48,7 +48,7 @@ def save_traversals(run, record: dict[str, Any], kl_per_dim: np.ndarray,
   fig = Figure(figsize=(grid.shape[1] / 80 + 1.6, grid.shape[0] / 80 + 0.5), layout="constrained")
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()
-  ax.imshow(np.clip(grid, 0, 1))
+  ax.imshow(grid if grid.dtype == np.uint8 else np.clip(grid, 0, 1))
   step = grid.shape[0] / rows
   ax.set_yticks([step * (r + 0.5) for r in range(rows)],
                 [f"z{d}: {labels[d][0]} ({labels[d][1]:.2f})" for d in order], fontsize=8)
