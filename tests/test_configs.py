@@ -19,6 +19,11 @@ SPEC = dict(beta=1.0, latent_dim=20, name="default", flag=False,
 # Every config file that takes an argument: accepted arguments -> the fields they set.
 # A new file with an argument must be added here (checked below).
 ARGUMENTS = {
+    "configs/dsprites.py": {
+        "": {"objective.beta": 1.0, "seed": 0, "num_train_steps": 300,
+             "optim.learning_rate": 1e-3, "data.name": "dsprites_procedural"},
+        "beta=16,seed=1": {"objective.beta": 16.0, "seed": 1, "num_train_steps": 300},
+        "protocol=paper": {"num_train_steps": 300_000, "optim.learning_rate": 1e-4}},
     "configs/beta.py": {
         "": {"objective.beta": 1.0, "model.latent_dim": 20, "seed": 0},
         "beta=4": {"objective.beta": 4.0, "model.latent_dim": 20},

@@ -316,3 +316,27 @@ def test_runs_with_validation_show_it_and_pool_over_early_stopped_lengths(tmp_pa
   assert row.stats["validation.neg_elbo"].mean == pytest.approx(91.0)
   assert row.stats["selection.checkpoint_step"].mean == pytest.approx(110.0)
   assert "validation −ELBO" in tables.to_markdown(ab)
+
+
+def test_members_scored_for_disentanglement_gain_the_metric_columns(tmp_path):
+  root = str(tmp_path / "sweep")
+  _sweep(root, "objective.beta", (1.0, 4.0))
+  assert not any(k.startswith("disentanglement.") for k in tables.summarize(root).metrics)
+  mig = {1.0: (0.05, 0.15), 4.0: (0.20, 0.30)}
+  for beta, values in mig.items():
+    for seed, value in enumerate(values):
+      _write(os.path.join(root, f"objective.beta={beta},seed={seed}", "disentanglement.json"),
+             {"scores": {"mig": {"discrete_mig": value, "mutual_information": [[0.1]]},
+                         "beta_vae": {"eval_accuracy": 0.5 + value}}})
+  ab = tables.summarize(root)
+  assert {"disentanglement.mig.discrete_mig",
+          "disentanglement.beta_vae.eval_accuracy"} <= set(ab.metrics)
+  assert "disentanglement.sap.SAP_score" not in ab.metrics  # no member has it
+  for row in ab.rows:
+    values = mig[row.setting["objective.beta"]]
+    stat = row.stats["disentanglement.mig.discrete_mig"]
+    assert stat.mean == pytest.approx(np.mean(values))
+    assert stat.std == pytest.approx(np.std(values, ddof=1))
+  md = tables.to_markdown(ab)
+  assert "| MIG" in md and "BetaVAE" in md and "0.100 ± 0.071" in md
+  assert "disentanglement_vs_beta.png" in [os.path.basename(p) for p in plots.write_plots(ab)]

@@ -90,6 +90,21 @@ def test_the_subpixel_kernel_is_the_derivation():
     np.testing.assert_array_equal(k[u, v, :, 3 * block:3 * block + 3], w[2 * u + a, 2 * v + b])
 
 
+def test_the_2x2_stride_2_form_on_even_sizes():
+  """disentanglement_lib's third and fourth encoder stages: values and gradients as nn.Conv's."""
+  fields = dict(kernel_size=(2, 2), strides=(2, 2), padding="SAME")
+  xla, matmul = nn.Conv(6, **fields), convolutions.MatmulConv(6, **fields)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, 8, 6, 5)), jnp.float32)
+  params = xla.init(jax.random.PRNGKey(0), x)["params"]
+  assert_trees_equal(params, matmul.init(jax.random.PRNGKey(0), x)["params"])
+  params = _random_params(rng, params)
+  loss = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply({"params": p}, x)))
+  _close(matmul.apply({"params": params}, x), xla.apply({"params": params}, x))
+  jax.tree.map(_close, jax.grad(loss(matmul), argnums=(0, 1))(params, x),
+               jax.grad(loss(xla), argnums=(0, 1))(params, x))
+
+
 @pytest.mark.parametrize("layer,fields", [
     (convolutions.SubpixelConvTranspose, dict(kernel_size=(3, 3))),
     (convolutions.SubpixelConvTranspose, dict(strides=(1, 1))),
@@ -103,13 +118,22 @@ def test_other_layers_are_refused_not_computed_wrongly(layer, fields):
                                                        jnp.zeros((1, 4, 4, 1)))
 
 
-@pytest.mark.parametrize("module", ["encoder", "decoder"])
+@pytest.mark.parametrize("module", ["encoder", "decoder", "staged encoder", "staged decoder"])
 def test_the_conv_encoder_and_decoder_are_the_same_in_both_forms(module):
   """One parameter tree (today's checkpoints load), the same outputs and gradients."""
   rng = np.random.default_rng(1)
+  staged = dict(stage_channels=(4, 4, 8), hidden=6)  # disentanglement_lib's layout, smaller
   if module == "encoder":
     make = lambda impl: layers.Encoder(5, "conv", 4, 2, "relu", conv_impl=impl)
     x = jnp.asarray(rng.uniform(size=(3, 12, 12, 2)), jnp.float32)
+  elif module == "staged encoder":
+    make = lambda impl: layers.Encoder(5, "conv", 4, 3, "relu", conv_impl=impl,
+                                       stage_kernels=(4, 2, 2), **staged)
+    x = jnp.asarray(rng.uniform(size=(3, 16, 16, 2)), jnp.float32)
+  elif module == "staged decoder":
+    make = lambda impl: layers.Decoder((16, 16, 2), "conv", 4, 3, "relu", conv_impl=impl,
+                                       **staged)
+    x = jnp.asarray(rng.normal(size=(3, 5)), jnp.float32)
   else:
     make = lambda impl: layers.Decoder((12, 12, 2), "conv", 4, 2, "relu", conv_impl=impl)
     x = jnp.asarray(rng.normal(size=(3, 5)), jnp.float32)
@@ -153,3 +177,21 @@ def test_conv_impl_is_validated_and_a_run_recorded_without_it_reads_auto():
   validation.validate(config)
   info = datasets.DataInfo("digits", (8, 8, 1), False, 10)
   assert gaussian_vae.build(config, info).module.conv_impl == "auto"
+
+
+def test_the_dsprites_config_is_disentanglement_libs_architecture():
+  """configs/dsprites.py: conv_encoder and deconv_decoder of methods/shared/architectures.py."""
+  from configs import dsprites as dsprites_config  # pylint: disable=g-import-not-at-top
+  config = dsprites_config.get_config()
+  validation.validate(config)
+  model = gaussian_vae.build(config, datasets.info(config.data.name))
+  params = model.init(jax.random.PRNGKey(0))
+  shapes = jax.tree.map(lambda p: p.shape, params)
+  enc, dec = shapes["enc"], shapes["dec"]
+  assert [enc[f"conv_{i}"]["kernel"] for i in range(4)] == [
+      (4, 4, 1, 32), (4, 4, 32, 32), (2, 2, 32, 64), (2, 2, 64, 64)]
+  assert enc["hidden"]["kernel"] == (1024, 256) and enc["mean"]["kernel"] == (256, 10)
+  assert dec["hidden"]["kernel"] == (10, 256) and dec["project"]["kernel"] == (256, 1024)
+  assert [dec[f"deconv_{i}"]["kernel"] for i in range(4)] == [
+      (4, 4, 64, 64), (4, 4, 64, 32), (4, 4, 32, 32), (4, 4, 32, 1)]
+  assert "out" not in dec

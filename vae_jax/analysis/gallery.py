@@ -77,7 +77,8 @@ def _test_batch(dataset: datasets.Dataset, count: int, preprocessing: str,
   count = min(count, len(dataset.test))
   data = {k: v[:count] for k, v in dataset.arrays("test").items()}
   return {k: np.asarray(v) for k, v in
-          evaluator.eval_batch(data, np.arange(count), preprocessing, seed).items()}
+          evaluator.eval_batch(data, np.arange(count), preprocessing, seed,
+                               dataset.render).items()}
 
 
 def _kl_per_dim(model: interface.Model, params, batch: interface.Batch,

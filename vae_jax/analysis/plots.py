@@ -231,6 +231,33 @@ def plot_training_curves(ab: tables.Ablation, path: str) -> None:
   _save(fig, path)
 
 
+def disentanglement_metrics(ab: tables.Ablation) -> list[str]:
+  """The disentanglement columns (members' disentanglement.json) the table shows."""
+  return [key for key in ab.metrics if key.startswith("disentanglement.")]
+
+
+def plot_disentanglement(ab: tables.Ablation, x_field: str, path: str) -> None:
+  """Each disentanglement score (mean ± std over seeds) against the swept field, one panel each."""
+  keys = disentanglement_metrics(ab)
+  names = {key: md for key, md, *_ in tables.METRICS}
+  columns = min(4, len(keys))
+  rows = -(-len(keys) // columns)
+  fig = Figure(figsize=(3.2 * columns, 2.6 * rows + 0.6), layout="constrained")
+  FigureCanvasAgg(fig)
+  fig.suptitle("\n".join(textwrap.wrap(tables.summary_line(ab), 120)), fontsize=8)
+  for i, key in enumerate(keys):
+    ax = fig.add_subplot(rows, columns, i + 1)
+    ax.grid(True, alpha=0.3)
+    for label, series in _series(ab, x_field):
+      series, means, stds = _stats(series, key)
+      xs = [r.setting[x_field] for r in series]
+      ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label or None)
+      _log_x(ax, xs)
+    ax.set_title(names[key], fontsize=9)
+    ax.set_xlabel(tables.FIELD_NAMES.get(x_field, x_field), fontsize=8)
+  _save(fig, path)
+
+
 def write_plots(ab: tables.Ablation, out_dir: Optional[str] = None) -> list[str]:
   """The plots the swept fields call for, as PNGs in DIR/plots; returns their paths."""
   out_dir = out_dir or os.path.join(ab.workdir, tables.PLOTS_DIR)
@@ -238,6 +265,9 @@ def write_plots(ab: tables.Ablation, out_dir: Optional[str] = None) -> list[str]
   if BETA in ab.swept:
     jobs += [("rate_distortion.png", plot_rate_distortion),
              ("active_units_vs_beta.png", lambda a, p: plot_active_units(a, BETA, p))]
+    if disentanglement_metrics(ab):
+      jobs.append(("disentanglement_vs_beta.png",
+                   lambda a, p: plot_disentanglement(a, BETA, p)))
   if LATENT_DIM in ab.swept:
     jobs += [("nll_vs_latent_dim.png", plot_nll_vs_latent_dim),
              ("active_units_vs_latent_dim.png", lambda a, p: plot_active_units(a, LATENT_DIM, p))]

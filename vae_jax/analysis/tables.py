@@ -66,7 +66,25 @@ METRICS = (("neg_elbo", "test −ELBO", r"test $-$ELBO", ".2f"),
            ("bits_per_dim", "bits/dim", "bits/dim", ".3f"),
            ("nll_bits_per_dim", "NLL bits/dim", "NLL bits/dim", ".3f"),
            ("validation.neg_elbo", "validation −ELBO", r"validation $-$ELBO", ".2f"),
-           ("selection.checkpoint_step", "selected step", "selected step", ".0f"))
+           ("selection.checkpoint_step", "selected step", "selected step", ".0f"),
+           # Disentanglement scores, where a member has disentanglement.json (read in as
+           # results["disentanglement"]: experiments.disentanglement, docs/disentanglement.md).
+           ("disentanglement.beta_vae.eval_accuracy", "BetaVAE", "BetaVAE", ".3f"),
+           ("disentanglement.factor_vae.eval_accuracy", "FactorVAE", "FactorVAE", ".3f"),
+           ("disentanglement.mig.discrete_mig", "MIG", "MIG", ".3f"),
+           ("disentanglement.dci.disentanglement", "DCI D", "DCI D", ".3f"),
+           ("disentanglement.dci.completeness", "DCI C", "DCI C", ".3f"),
+           ("disentanglement.dci.informativeness_test", "DCI I", "DCI I", ".3f"),
+           ("disentanglement.sap.SAP_score", "SAP", "SAP", ".3f"),
+           ("disentanglement.modularity_explicitness.modularity_score", "modularity",
+            "modularity", ".3f"),
+           ("disentanglement.modularity_explicitness.explicitness_score_test", "explicitness",
+            "explicitness", ".3f"),
+           ("disentanglement.unsupervised.gaussian_total_correlation", "Gaussian TC",
+            "Gaussian TC", ".3f"),
+           ("disentanglement.unsupervised.mutual_info_score", "mean MI", "mean MI", ".3f"))
+# A member's disentanglement scores, next to its results.json.
+DISENTANGLEMENT_FILE = "disentanglement.json"
 
 
 def metric_value(results: dict, key: str) -> Any:
@@ -203,6 +221,9 @@ def read_sweep(workdir: str) -> tuple[dict, list[Member]]:
       status, results = "done", _read_json(os.path.join(run, RESULTS_FILE))
       if not isinstance(results, dict) or not isinstance(results.get("test"), dict):
         raise TableError(f"{os.path.join(run, RESULTS_FILE)} has no 'test' results")
+      scores = os.path.join(run, DISENTANGLEMENT_FILE)
+      if os.path.exists(scores):
+        results = {**results, "disentanglement": _read_json(scores).get("scores", {})}
     elif os.path.exists(os.path.join(run, FAILURE_FILE)):
       status = "failed"
       try:  # A damaged failure.json still means the run failed.

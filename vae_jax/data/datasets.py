@@ -24,12 +24,15 @@ import functools
 import os
 import socket
 import urllib.parse
-from typing import Optional
+from typing import Callable, Optional
 
+import jax
 import numpy as np
 from absl import logging
 
 from vae_jax.data import binarized_mnist
+from vae_jax.data import dsprites
+from vae_jax.data import ground_truth
 from vae_jax.data import idx
 from vae_jax.data import quiet_tfds
 from vae_jax.data import splits
@@ -39,7 +42,12 @@ from vae_jax.data import tfds_files
 TFDS_DATASETS = {"binarized_mnist": True, "mnist": False, "fashion_mnist": False,
                  "cifar10": False}
 EMBEDDED_DATASETS = {"mnist_5k": False, "digits": False, "squares": True}
-DATASETS = tuple(TFDS_DATASETS) + tuple(EMBEDDED_DATASETS)
+# Ground-truth-factor data (dsprites.py): name -> the dSprites variant it draws.
+# "dsprites" is the official file in data.manual_dir; the others are drawn on the device.
+GROUND_TRUTH_DATASETS = {"dsprites": "plain", "dsprites_procedural": "plain",
+                         "color_dsprites_procedural": "color",
+                         "noisy_dsprites_procedural": "noisy"}
+DATASETS = tuple(TFDS_DATASETS) + tuple(EMBEDDED_DATASETS) + tuple(GROUND_TRUTH_DATASETS)
 FALLBACK_DATASET = "mnist_5k"
 # Read from the four MNIST-format IDX files when config.data.manual_dir holds them.
 IDX_DATASETS = ("mnist", "fashion_mnist")
@@ -49,7 +57,8 @@ SHIPPED_FILES = {"binarized_mnist": binarized_mnist.official_files}
 
 # name -> number of label classes; None: the dataset has no labels.
 NUM_CLASSES = {"binarized_mnist": None, "mnist": 10, "fashion_mnist": 10, "cifar10": 10,
-               "mnist_5k": 10, "digits": 10, "squares": 2}
+               "mnist_5k": 10, "digits": 10, "squares": 2,
+               **{name: None for name in GROUND_TRUTH_DATASETS}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,10 +105,15 @@ class Dataset:
   validation_source: str = "none"
   # A hold-out's indices into the train split as loaded (before the hold-out).
   validation_indices: Optional[np.ndarray] = None
+  # Rendered data: the arrays' "image" rows are not pixels but what ``render(rows, keys)``
+  # draws uint8 images [B, *render_shape] from on the device, after a batch's rows are
+  # gathered (dSprites: factor classes, or bit-packed pixels); ``keys``: one per example.
+  render: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None
+  render_shape: Optional[tuple[int, int, int]] = None
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
-    return tuple(self.train.shape[1:])
+    return self.render_shape if self.render is not None else tuple(self.train.shape[1:])
 
   @property
   def info(self) -> DataInfo:
@@ -117,11 +131,15 @@ class Dataset:
 
 
 def is_binary(name: str) -> bool:
+  if name in GROUND_TRUTH_DATASETS:
+    return GROUND_TRUTH_DATASETS[name] == "plain"
   return {**TFDS_DATASETS, **EMBEDDED_DATASETS}[name]
 
 
 def image_shape(name: str) -> tuple[int, int, int]:
   """Image shape by name, without loading anything (for validation)."""
+  if name in GROUND_TRUTH_DATASETS:
+    return (dsprites.SIZE, dsprites.SIZE, dsprites.channels(GROUND_TRUTH_DATASETS[name]))
   return {"cifar10": (32, 32, 3), "digits": (8, 8, 1)}.get(name, (28, 28, 1))
 
 
@@ -148,6 +166,8 @@ def _load(name: str, train_split: str, test_split: str, data_dir: Optional[str],
           manual_dir: Optional[str], validation_split: Optional[str]) -> Dataset:
   if name in EMBEDDED_DATASETS:
     return _EMBEDDED_LOADERS[name]()
+  if name in GROUND_TRUTH_DATASETS:
+    return _load_dsprites(name, manual_dir)
   if name not in TFDS_DATASETS:
     raise ValueError(f"Unknown dataset {name!r}; valid names: {', '.join(DATASETS)}.")
   if name in IDX_DATASETS and manual_dir is not None:
@@ -367,3 +387,52 @@ def _squares(num_train: int = 1000, num_test: int = 200) -> Dataset:
 
 
 _EMBEDDED_LOADERS = {"mnist_5k": _mnist_5k, "digits": _digits, "squares": _squares}
+
+
+# ----------------------------------------------------------------------- ground-truth factors
+
+
+def _load_dsprites(name: str, manual_dir: Optional[str]) -> Dataset:
+  """dSprites with its fixed test split (dsprites.test_indices); rows rendered on the device.
+
+  The procedural variants hold each example's factor classes [N, 5] (uint8) and
+  draw the pixels from them; the official file's rows are its bit-packed images.
+  """
+  variant = GROUND_TRUTH_DATASETS[name]
+  if name == "dsprites":
+    try:
+      path = dsprites.official_path(manual_dir)
+    except dsprites.OfficialFileError as e:
+      raise DatasetUnavailableError(str(e)) from None
+    rows, _ = dsprites.load_official(path)
+    render, source = dsprites.unpack, f"file:{path}"
+  else:
+    rows = dsprites.GRID.all_factors()
+    render = dsprites.renderer(variant)
+    source = f"procedural:{name} (drawn on the device; not the official images)"
+  train, test = dsprites.test_indices()
+  return Dataset(name, rows[train], rows[test], binary=variant == "plain",
+                 source=f"{source}; test: {len(test)} combinations (seed {dsprites.TEST_SEED})",
+                 render=render, render_shape=image_shape(name))
+
+
+def ground_truth_sampler(name: str, manual_dir: Optional[str] = None) -> ground_truth.Sampler:
+  """The factor sampler of a ground-truth dataset (what the disentanglement metrics draw).
+
+  Observations are uint8 images, as the dataset's own batches are.
+  """
+  if name not in GROUND_TRUTH_DATASETS:
+    raise ValueError(f"Dataset {name!r} has no ground-truth factors; those that do: "
+                     f"{', '.join(GROUND_TRUTH_DATASETS)}.")
+  variant = GROUND_TRUTH_DATASETS[name]
+  if name == "dsprites":
+    packed, _ = dsprites.load_official(dsprites.official_path(manual_dir))
+    def observe(factors: np.ndarray, key: jax.Array) -> np.ndarray:
+      del key
+      return np.asarray(dsprites.unpack(packed[dsprites.GRID.index_of(factors)]))
+  else:
+    draw = jax.jit(dsprites.renderer(variant))
+    def observe(factors: np.ndarray, key: jax.Array) -> np.ndarray:
+      ground_truth.check_factors(dsprites.GRID, factors)
+      return np.asarray(draw(factors.astype(np.uint8), jax.random.split(key, len(factors))))
+  return ground_truth.Sampler(dsprites.GRID, observe, image_shape(name))

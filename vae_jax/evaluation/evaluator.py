@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -80,13 +80,20 @@ def eval_inputs(images: jax.Array, ids: jax.Array, preprocessing: str, seed: int
 
 
 def eval_batch(data: dict[str, jax.Array], ids: jax.Array, preprocessing: str,
-               seed: int) -> interface.Batch:
-  """A batch dict as the model sees it in evaluation (images through ``eval_inputs``)."""
-  return {**data, "image": eval_inputs(data["image"], ids, preprocessing, seed)}
+               seed: int, render: Optional[Callable] = None) -> interface.Batch:
+  """A batch dict as the model sees it in evaluation (images through ``eval_inputs``).
+
+  ``render``: a rendered dataset's ``Dataset.render`` (rows -> uint8 images), keyed by id.
+  """
+  images = data["image"]
+  if render is not None:
+    images = render(images, eval_keys(seed, pipeline.STREAM_PIXELS, ids))
+  return {**data, "image": eval_inputs(images, ids, preprocessing, seed)}
 
 
 def make_eval_fn(model: interface.Model, preprocessing: str, seed: int,
-                 num_importance_samples: int = 0, iwae_chunk_size: int = 20):
+                 num_importance_samples: int = 0, iwae_chunk_size: int = 20,
+                 render: Optional[Callable] = None):
   """Per-device fn(params, data, ids) -> per-example terms [batches, batch, ...].
 
   Terms: the model's ``terms`` (bits_per_dim added for dequantized data) and,
@@ -96,7 +103,7 @@ def make_eval_fn(model: interface.Model, preprocessing: str, seed: int,
   """
 
   def evaluate_batch(params, data, ids):
-    batch = eval_batch(data, ids, preprocessing, seed)
+    batch = eval_batch(data, ids, preprocessing, seed, render)
     latent_keys = eval_keys(seed, pipeline.STREAM_LATENT, ids)
     if num_importance_samples:
       terms, log_weights = model.terms_and_log_weights(
@@ -119,11 +126,13 @@ class Evaluator:
 
   def __init__(self, model: interface.Model, preprocessing: str, seed: int,
                data: dict[str, np.ndarray] | np.ndarray, global_batch: int,
-               iwae_chunk_size: int = 20, collapse_rate_floor: float = 0.0):
+               iwae_chunk_size: int = 20, collapse_rate_floor: float = 0.0,
+               render: Optional[Callable] = None, image_shape: Optional[tuple] = None):
     self.split = shard_split(data, global_batch)
     self._seed, self._preprocessing = seed, preprocessing
+    self._image_shape = image_shape or tuple(self.split.data["image"].shape[3:])
     self._make = functools.partial(make_eval_fn, model, preprocessing, seed,
-                                   iwae_chunk_size=iwae_chunk_size)
+                                   iwae_chunk_size=iwae_chunk_size, render=render)
     self._progress: Optional[progress.Progress] = None
     self._fns = {}  # one compiled function per number of importance samples
     self._rate_floor = collapse_rate_floor
@@ -197,8 +206,7 @@ class Evaluator:
     return out
 
   def _summary(self, terms: dict[str, Any], num_importance_samples: int) -> dict[str, Any]:
-    dims = (math.prod(self.split.data["image"].shape[3:])
-            if self._preprocessing == "dequantize" else None)
+    dims = math.prod(self._image_shape) if self._preprocessing == "dequantize" else None
     out = summarize(terms, self._seed, self._rate_floor, dims)
     if num_importance_samples:
       out["num_importance_samples"] = num_importance_samples

@@ -127,7 +127,8 @@ def evaluate_checkpoint(workdir: str, *, step: Union[int, str, None] = None,
         f"deterministic). Move that file away to recompute it.")
   evaluator = evaluation.Evaluator(
       run.model, preprocessing, config.eval.seed, dataset.arrays("test"), config.eval.batch_size,
-      config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)
+      config.eval.iwae_chunk_size, config.eval.collapse_rate_floor, dataset.render,
+      dataset.image_shape)
   summary = evaluator.evaluate(parallel.replicate(run.params), k)
   record = {
       "step": step, "test": summary, "checkpoint": run.checkpoint,

@@ -8,6 +8,7 @@ fast everywhere. So on CPU each conv layer of ``layers.Encoder`` and
 ``dot_general``, whose gradients are again slices, pads and products:
 
   4x4, stride 2, SAME (encoder)       pad, space-to-depth, 2x2 windows, one product
+  2x2, stride 2, SAME (encoder)       space-to-depth (no padding: even sizes), one product
   4x4, stride 2, SAME, transposed     sub-pixel form: 2x2 windows, one product to
     (decoder)                         4x the channels, depth-to-space
   k x k, stride 1, SAME (output)      one product to the k*k taps, shift-and-add
@@ -95,6 +96,21 @@ def conv_4x4_stride_2(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return unflat(_matmul(_windows_2x2(s2d, out_h, out_w), w.reshape((16 * c_in, -1))))
 
 
+def conv_2x2_stride_2(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """``lax.conv_general_dilated(x, kernel, (2, 2), "SAME")`` for a [2, 2, C_in, C_out] kernel.
+
+  On even sizes SAME adds no padding and the windows tile the image: y[i, j] =
+  sum_{u, v} W[u, v] x[2i + u, 2j + v], a space-to-depth and one product.
+  """
+  x, unflat = _flat(x)
+  n, height, width, c_in = x.shape
+  if height % 2 or width % 2:
+    raise ValueError(f"conv_2x2_stride_2 takes even sizes, not {height}x{width}.")
+  s2d = x.reshape((n, height // 2, 2, width // 2, 2, c_in)).transpose(0, 1, 3, 2, 4, 5)
+  s2d = s2d.reshape((n, height // 2, width // 2, 4 * c_in))
+  return unflat(_matmul(s2d, kernel.reshape((4 * c_in, -1))))
+
+
 def subpixel_kernel(kernel: jax.Array) -> jax.Array:
   """[4, 4, C_in, C_out] transposed-conv kernel W -> [2, 2, C_in, 4 C_out] conv kernel K.
 
@@ -157,8 +173,8 @@ def _refuse(layer: str, kernel_size, strides, padding, supported: str) -> None:
 class MatmulConv(nn.Module):
   """``nn.Conv`` (same parameters) for the conv VAE's shapes, as matrix products.
 
-  4x4 stride 2 SAME (``conv_4x4_stride_2``) and odd k x k stride 1 SAME
-  (``conv_stride_1``).
+  4x4 stride 2 SAME (``conv_4x4_stride_2``), 2x2 stride 2 SAME (``conv_2x2_stride_2``)
+  and odd k x k stride 1 SAME (``conv_stride_1``).
   """
   features: int
   kernel_size: Sequence[int]
@@ -172,11 +188,13 @@ class MatmulConv(nn.Module):
     kernel_size, strides = tuple(self.kernel_size), tuple(self.strides)
     if self.padding == "SAME" and kernel_size == (4, 4) and strides == (2, 2):
       form = conv_4x4_stride_2
+    elif self.padding == "SAME" and kernel_size == (2, 2) and strides == (2, 2):
+      form = conv_2x2_stride_2
     elif self.padding == "SAME" and strides == (1, 1) and all(k % 2 for k in kernel_size):
       form = conv_stride_1
     else:
       _refuse("MatmulConv", kernel_size, strides, self.padding,
-              "4x4 stride-2 and odd-sized stride-1 kernels with SAME padding")
+              "4x4 and 2x2 stride-2 and odd-sized stride-1 kernels with SAME padding")
     kernel = self.param("kernel", self.kernel_init, (*kernel_size, x.shape[-1], self.features),
                         jnp.float32)
     bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)

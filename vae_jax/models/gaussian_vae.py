@@ -11,6 +11,11 @@ Config (``config.model``, with ``name = "gaussian_vae"``):
               elsewhere). The parameters are the same, the outputs equal up to
               float rounding. A run recorded before the field existed has none:
               it reads as "auto".
+  conv_channels, conv_kernels, conv_hidden (optional; only configs/dsprites.py sets them)
+              explicit conv stages: channels and kernel size per stride-2 stage and
+              a dense layer of conv_hidden units after them (disentanglement_lib's
+              conv_encoder, (32, 32, 64, 64), (4, 4, 2, 2), 256); the decoder mirrors
+              them (its deconv_decoder). Absent or empty: the width/depth stages.
   init        how the dense layers start: "lecun_normal" (flax's default) | "torch"
               (PyTorch's nn.Linear default, for protocols published with PyTorch code)
   likelihood  "bernoulli" | "gaussian_fixed" (sigma = gaussian_scale) |
@@ -68,16 +73,21 @@ class VAE(nn.Module):
   gaussian_scale: float = 0.1
   conv_impl: str = "auto"
   dense_init: str = "lecun_normal"
+  conv_channels: Sequence[int] = ()
+  conv_kernels: Sequence[int] = ()
+  conv_hidden: int = 0
 
   def setup(self):
     self.enc = layers.Encoder(self.latent_dim, self.encoder, self.width, self.depth,
-                              self.activation, self.conv_impl, self.dense_init)
+                              self.activation, self.conv_impl, self.dense_init,
+                              self.conv_channels, self.conv_kernels, self.conv_hidden)
     shape = tuple(self.image_shape)
     if self.decoder == "autoregressive":
       self.dec = layers.AutoregressiveDecoder(shape, self.width, self.depth, self.activation)
     else:
       self.dec = layers.Decoder(shape, self.decoder, self.width, self.depth, self.activation,
-                                self.conv_impl, self.dense_init)
+                                self.conv_impl, self.dense_init, self.conv_channels,
+                                self.conv_hidden)
     if self.likelihood == "gaussian_learned":
       self.log_scale = self.param(
           "log_scale", nn.initializers.constant(math.log(self.gaussian_scale)), shape)
@@ -228,6 +238,13 @@ def conv_impl_of(config: ml_collections.ConfigDict) -> str:
   return config.model.get("conv_impl", "auto")
 
 
+def conv_stages_of(config: ml_collections.ConfigDict) -> tuple[tuple, tuple, int]:
+  """(conv_channels, conv_kernels, conv_hidden); empty for configs without them."""
+  m = config.model
+  return (tuple(m.get("conv_channels", ())), tuple(m.get("conv_kernels", ())),
+          int(m.get("conv_hidden", 0)))
+
+
 def observes(config: ml_collections.ConfigDict) -> str:
   return "binary" if config.model.likelihood == "bernoulli" else "continuous"
 
@@ -261,6 +278,17 @@ def validate(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> None
   if "conv" in (encoder, decoder):
     if depth < 1:
       checks.fail("model.depth", depth, "a conv encoder/decoder needs at least 1 stage")
+    channels, kernels, hidden = conv_stages_of(config)
+    if channels:
+      if len(kernels) != len(channels) or depth != len(channels):
+        checks.fail("model.conv_kernels", kernels, f"give one kernel size per stage of "
+                    f"model.conv_channels={channels}, and model.depth={len(channels)}")
+      if not all(k in (2, 4) for k in kernels) and convolutions.resolve_conv_impl(
+          conv_impl) == "matmul":
+        checks.fail("model.conv_kernels", kernels, "conv_impl 'matmul' computes 2x2 and 4x4 "
+                    "stride-2 stages; use those sizes or model.conv_impl='lax'")
+      if hidden < 0:
+        checks.fail("model.conv_hidden", hidden, "use 0 (no dense layer) or a unit count")
     convolutions.check_stages(depth, data.image_shape, data.name)
 
 
@@ -270,5 +298,7 @@ def build(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> Gaussia
                decoder=m.decoder, width=m.width, depth=m.depth, activation=m.activation,
                likelihood=m.likelihood, gaussian_scale=m.gaussian_scale,
                conv_impl=conv_impl_of(config),
-               dense_init=config.model.get("init", "lecun_normal"))
+               dense_init=config.model.get("init", "lecun_normal"),
+               **dict(zip(("conv_channels", "conv_kernels", "conv_hidden"),
+                          conv_stages_of(config))))
   return GaussianVAE(module, config.objective.kl_estimator)

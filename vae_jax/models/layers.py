@@ -88,6 +88,12 @@ class Encoder(nn.Module):
   activation: str
   conv_impl: str = "auto"
   dense_init: str = "lecun_normal"  # DENSE_INITS
+  # Explicit conv stages (disentanglement_lib's layout): channels and square kernel size
+  # per stride-2 stage, then a dense layer of ``hidden`` units (0: none). Empty: the
+  # width/depth stages above.
+  stage_channels: Sequence[int] = ()
+  stage_kernels: Sequence[int] = ()
+  hidden: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -104,9 +110,13 @@ class Encoder(nn.Module):
     else:
       act = ACTIVATIONS[self.activation]
       conv, _ = convolutions.conv_layers(self.conv_impl)
-      for i, ch in enumerate(_conv_channels(self.width, self.depth)):
-        h = act(conv(ch, (4, 4), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
+      stages = (list(zip(self.stage_channels, self.stage_kernels)) if self.stage_channels
+                else [(ch, 4) for ch in _conv_channels(self.width, self.depth)])
+      for i, (ch, k) in enumerate(stages):
+        h = act(conv(ch, (k, k), strides=(2, 2), padding="SAME", name=f"conv_{i}")(h))
       h = h.reshape((h.shape[0], -1))
+      if self.hidden:
+        h = act(dense(h, self.hidden, "hidden", self.dense_init))
     mean = dense(h, self.latent_dim, "mean", self.dense_init)
     logvar = dense(h, self.latent_dim, "logvar", self.dense_init)
     return mean, logvar
@@ -126,10 +136,18 @@ class Decoder(nn.Module):
   activation: str
   conv_impl: str = "auto"
   dense_init: str = "lecun_normal"  # DENSE_INITS
+  # Explicit stages (the Encoder's, mirrored as disentanglement_lib's deconv_decoder):
+  # a dense layer of ``hidden`` units (0: none), a dense projection to the last stage's
+  # map, then 4x4 stride-2 transposed convolutions through the earlier stages' channels
+  # in reverse, the last one to the image's channels (no output convolution).
+  stage_channels: Sequence[int] = ()
+  hidden: int = 0
 
   @nn.compact
   def __call__(self, z: jax.Array) -> jax.Array:
     height, width, channels = self.image_shape
+    if self.architecture == "conv" and self.stage_channels:
+      return self._stages(z)
     if self.architecture == "mlp":
       h = z
       for i in range(self.depth):
@@ -145,6 +163,21 @@ class Decoder(nn.Module):
     for i, ch in reversed(list(enumerate(stages))):
       h = act(conv_transpose(ch, (4, 4), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(h))
     return conv(channels, (3, 3), padding="SAME", name="out")(h)
+
+  def _stages(self, z: jax.Array) -> jax.Array:
+    height, width, channels = self.image_shape
+    act = ACTIVATIONS[self.activation]
+    stages = list(self.stage_channels)
+    h0, w0 = height // 2**len(stages), width // 2**len(stages)
+    h = act(dense(z, self.hidden, "hidden", self.dense_init)) if self.hidden else z
+    h = act(dense(h, h0 * w0 * stages[-1], "project", self.dense_init))
+    h = h.reshape((z.shape[0], h0, w0, stages[-1]))
+    _, conv_transpose = convolutions.conv_layers(self.conv_impl)
+    outputs = stages[::-1][1:] + [channels]
+    for i, ch in enumerate(outputs):
+      h = conv_transpose(ch, (4, 4), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(h)
+      h = act(h) if i < len(outputs) - 1 else h
+    return h
 
 
 @functools.lru_cache(maxsize=None)

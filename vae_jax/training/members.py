@@ -138,7 +138,8 @@ class Member:
     config = self.config
     count = min(config.images.num_reconstructions, len(dataset.test))
     test = {k: v[:count] for k, v in dataset.arrays("test").items()}
-    batch = evaluation.eval_batch(test, np.arange(count), preprocessing, config.eval.seed)
+    batch = evaluation.eval_batch(test, np.arange(count), preprocessing, config.eval.seed,
+                                  dataset.render)
     pictures = images.model_pictures(self.model, params, batch, config.images.num_samples,
                                      config.eval.seed)
     for name, picture in pictures.items():

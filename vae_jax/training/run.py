@@ -175,14 +175,15 @@ def set_up(members: list[members_lib.Member], start_time: float, main_process: b
                                                   learning_rate=lr)
   train_chunk = training.DataParallelTrainChunk(
       big.model if padded else members[0].model, tx,
-      training.spec_from_config(config, num_train, preprocessing, split),
+      training.spec_from_config(config, num_train, preprocessing, split, dataset.render),
       num_members=None if solo else len(members), optimizer=optimizer)
   evaluators = {}
   for model in dict.fromkeys(m.model for m in members):
     for split in ("validation", "test") if num_validation else ("test",):
       evaluators[split, model] = evaluation.Evaluator(
           model, preprocessing, config.eval.seed, dataset.arrays(split), config.eval.batch_size,
-          config.eval.iwae_chunk_size, config.eval.collapse_rate_floor)
+          config.eval.iwae_chunk_size, config.eval.collapse_rate_floor, dataset.render,
+          dataset.image_shape)
   place = parallel.shard if split == "members" else parallel.replicate
   return Run(members, dataset, fallback_reason, preprocessing, total_steps, steps_per_epoch,
              step, place(state), hyper, train_chunk,

@@ -58,6 +58,7 @@ class TrainSpec:
   # device holds its own members and their whole batches; nothing is averaged across
   # devices). A solo run is "batch".
   split: str = "batch"
+  render: Optional[Callable] = None  # Dataset.render: rows -> uint8 images, after the gather
 
   @property
   def steps_per_epoch(self) -> int:
@@ -65,7 +66,8 @@ class TrainSpec:
 
 
 def spec_from_config(config: ml_collections.ConfigDict, num_examples: int,
-                     preprocessing: str, split: str = "batch") -> TrainSpec:
+                     preprocessing: str, split: str = "batch",
+                     render: Optional[Callable] = None) -> TrainSpec:
   """The TrainSpec of a (validated) config on a training set of ``num_examples``."""
   objective, num_samples, estimator = training_objectives.settings(config)
   return TrainSpec(
@@ -77,12 +79,15 @@ def spec_from_config(config: ml_collections.ConfigDict, num_examples: int,
       free_bits=config.objective.free_bits,
       skip_nonfinite=config.optim.on_nonfinite == "skip",
       objective=objective, num_samples=num_samples, gradient_estimator=estimator,
-      nan_at_step=config.debug.nan_at_step)
+      nan_at_step=config.debug.nan_at_step, render=render)
 
 
 def make_batch(data: dict[str, jax.Array], indices: jax.Array, pixel_keys: jax.Array,
-               preprocessing: str) -> interface.Batch:
+               preprocessing: str, render: Optional[Callable] = None) -> interface.Batch:
   """The examples at ``indices`` as the model sees them: preprocessed images, labels as is.
+
+  ``render``: a rendered dataset's ``Dataset.render``, drawing the images from the
+  gathered rows (keyed per example) before they are preprocessed.
 
   Rows are gathered from a [N, -1] view of each array: XLA:CPU gathers whole
   rows of a 2-D array as row copies, but slices of a [N, 28, 28, 1] array
@@ -93,6 +98,8 @@ def make_batch(data: dict[str, jax.Array], indices: jax.Array, pixel_keys: jax.A
     flat = jnp.take(v.reshape(v.shape[0], -1), indices, axis=0, mode="clip")
     return flat.reshape(indices.shape + v.shape[1:])
   batch = {k: rows(v) for k, v in data.items()}
+  if render is not None:
+    batch["image"] = render(batch["image"], pixel_keys)
   batch["image"] = pipeline.preprocess(batch["image"], pixel_keys, preprocessing)
   return batch
 
@@ -129,7 +136,7 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
         pipeline.stream_key(state.rng, pipeline.STREAM_PIXELS, state.step), positions)
     latent_keys = pipeline.example_keys(
         pipeline.stream_key(state.rng, pipeline.STREAM_LATENT, state.step), positions)
-    batch = make_batch(data, indices, pixel_keys, spec.preprocessing)
+    batch = make_batch(data, indices, pixel_keys, spec.preprocessing, spec.render)
     beta = elbo.beta_at(state.step, hyper.get("beta", spec.beta),
                         hyper.get("kl_warmup_steps", spec.kl_warmup_steps))
     member_model = population.masked(model, hyper)
