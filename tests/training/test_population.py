@@ -90,6 +90,7 @@ def _population_chunk(configs, steps, vectorized=None):
   return parallel.unreplicate(rstate), parallel.unreplicate(metrics), templates, hyper
 
 
+@pytest.mark.slow  # compiles population programs
 @pytest.mark.parametrize("vectorized", [False, True])
 def test_padded_units_stay_exactly_zero_and_every_member_moves(vectorized):
   configs = [make_config(model__latent_dim=2, seed=0), make_config(model__latent_dim=4, seed=1),
@@ -108,6 +109,7 @@ def test_padded_units_stay_exactly_zero_and_every_member_moves(vectorized):
                zip(jax.tree.leaves(own), jax.tree.leaves(jax.device_get(template.params))))
 
 
+@pytest.mark.slow  # compiles population programs
 def test_a_frozen_member_keeps_its_parameters_bit_for_bit():
   configs = [make_config(seed=0), make_config(seed=1)]
   config = configs[0]
@@ -133,6 +135,7 @@ def test_a_frozen_member_keeps_its_parameters_bit_for_bit():
                  jax.tree.leaves(population.member(states.params, 0))))
 
 
+@pytest.mark.slow  # compiles population programs
 @pytest.mark.parametrize("field, values, vectorized", [
     ("objective.beta", (0.5, 2.0), True), ("objective.beta", (0.5, 2.0), False),
     ("optim.learning_rate", (1e-3, 3e-3), True), ("objective.free_bits", (0.0, 0.2), True),
