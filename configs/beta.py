@@ -6,10 +6,11 @@ start from this file. Select a variant with a config argument:
   python -m experiments.train --config=configs/beta.py:beta=4 --workdir=/tmp/beta4
   python -m experiments.train --config=configs/beta.py:beta=0.5,latent_dim=10 ...
 
-The beta sweep (7 betas x 3 seeds, 10 epochs, NLL with k = 1000; its 21 members train
-as one population: docs/sweeps.md), then its tables and plots:
+The beta sweep (7 betas x 3 seeds, 10 epochs, NLL with k = 1000; its members train as
+populations, two processes at a time on a 2-core CPU: docs/sweeps.md), then its tables
+and plots:
 
-  python -m experiments.sweep --config=configs/beta.py --workdir=workdirs/beta_sweep \\
+  python -m experiments.sweep --config=configs/beta.py --workdir=workdirs/beta_sweep --parallel=2 \\
       --config.data.manual_dir=../shared/data/binarized_mnist \\
       --config.eval.num_importance_samples=1000
   python -m experiments.tables --workdir=workdirs/beta_sweep

@@ -1,10 +1,11 @@
 """The latent-dimension sweep of the MLP VAE on binarized MNIST (beta = 1).
 
-Six latent sizes x 2 seeds, 10 epochs, NLL with k = 1000 (one population, each member
-padded to 100 latents with its own mask: docs/sweeps.md), then its tables and plots:
+Six latent sizes x 2 seeds, 10 epochs, NLL with k = 1000 (populations whose members are
+padded to their largest latent size, each with its own mask: docs/sweeps.md), then its
+tables and plots:
 
   python -m experiments.sweep --config=configs/latent_dim.py \\
-      --workdir=workdirs/latent_dim_sweep \\
+      --workdir=workdirs/latent_dim_sweep --parallel=2 \\
       --config.data.manual_dir=../shared/data/binarized_mnist \\
       --config.eval.num_importance_samples=1000
   python -m experiments.tables --workdir=workdirs/latent_dim_sweep

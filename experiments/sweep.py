@@ -35,8 +35,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep's directory.", requir
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Processes (populations) running at once.",
                                  lower_bound=1)
 _POPULATION_SIZE = flags.DEFINE_integer(
-    "population_size", 64, "Most members trained together in one program (memory grows "
-    "with it); 1: one member per process.", lower_bound=1)
+    "population_size", 0, "Most members trained together in one program (memory grows "
+    "with it); 1: one member per process; 0: 4 on a CPU, 64 on GPUs and TPUs "
+    "(docs/performance.md#populations).", lower_bound=0)
 _SPLIT = flags.DEFINE_enum(
     "population_split", "auto", ["auto", "batch", "members"], "How a population shares "
     "the devices: each device a slice of every member's batch, or whole members; auto: "
@@ -104,7 +105,8 @@ def main(argv):
     return
   # Every member's config as its own run would validate it, before anything is made.
   sweeps.check_members(_CONFIG.value, members, extra)
-  units = sweeps.populations(_CONFIG.value, members, _POPULATION_SIZE.value)
+  size = _POPULATION_SIZE.value or (4 if jax.default_backend() == "cpu" else 64)
+  units = sweeps.populations(_CONFIG.value, members, size)
   if _DRY_RUN.value:
     print(sweeps.describe(workdir, members, spec, extra, units))
     return
