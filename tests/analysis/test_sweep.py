@@ -204,7 +204,9 @@ def test_a_stopped_sweep_stops_its_members_cleanly_and_the_rerun_completes(tmp_p
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   logs = [workdir / sweeps.member_name(m) / sweeps.LOG_FILE for m in members]
   deadline = time.time() + 300
-  while not all(p.exists() and "step 20/20" in p.read_text() for p in logs):
+  # Checkpoint 20 saved: the members are in their final evaluation (a stop during the
+  # validation before it would drop that step, which the rerun redoes).
+  while not all((p.parent / "checkpoints" / "20").is_dir() for p in logs):
     assert driver.poll() is None and time.time() < deadline, driver.communicate()
     time.sleep(0.1)
   driver.send_signal(signal.SIGTERM)  # the members are in their final evaluation

@@ -216,13 +216,19 @@ def _validate_and_save(run: run_lib.Run, run_eval: bool, checkpoint: bool,
   """Validation (selection, early stopping), then checkpoints; returns the saved step.
 
   A stop asked during the validation drops it with the steps since ``saved_step`` (the
-  rerun redoes them exactly), so the time to exit does not grow with its k.
+  rerun redoes them exactly), so the time to exit does not grow with its k. One asked
+  before it (during the dispatch) lets it finish and saves, as every stop in training.
   """
   config, active = run.config, run.active()
   during = config.eval.num_importance_samples_during_training
   has_validation = run.dataset.validation is not None
   summaries = {}
-  abandon = lambda: preemption.abandonable(lambda: preemption.Preempted(run.step, saved_step))
+  stopping_already = preemption.requested() is not None
+
+  def abandon():
+    if stopping_already:
+      return contextlib.nullcontext()
+    return preemption.abandonable(lambda: preemption.Preempted(run.step, saved_step))
   if run_eval and has_validation:  # before the saves, which record their scores
     with abandon():
       summaries = run.evaluate("validation", active, during)
