@@ -144,10 +144,15 @@ def test_each_member_of_a_population_trains_as_its_solo_run(field, values, vecto
   """A traced value gives the program a constant gives, up to float rounding; members
   vmapped (accelerators) or looped inside the program (the CPU's default)."""
   key = field.replace(".", "__")
-  configs = [make_config(**{key: v}) for v in values]
-  state, metrics, _, _ = _population_chunk(configs, 4, vectorized)
+  _assert_members_train_as_alone([make_config(**{key: v}) for v in values], 4, vectorized)
+
+
+def _assert_members_train_as_alone(configs, steps, vectorized=None):
+  """Each member's losses and parameters after ``steps`` steps are its solo run's, up to
+  float rounding (a batched or looped program sums in another order)."""
+  state, metrics, _, _ = _population_chunk(configs, steps, vectorized)
   for i, config in enumerate(configs):
-    solo_state, solo_metrics, _, _ = _solo_chunk(config, 4)
+    solo_state, solo_metrics, _, _ = _solo_chunk(config, steps)
     np.testing.assert_allclose(metrics["loss"][i], solo_metrics["loss"], rtol=2e-5)
     for a, b in zip(jax.tree.leaves(population.member(state.params, i)),
                     jax.tree.leaves(solo_state.params)):
@@ -204,10 +209,4 @@ def test_every_family_trains_in_a_population_as_alone(family):
     config.update_from_flattened_dict({"data.name": "digits", "batch_size": 32, **fields,
                                        "seed": seed})
     configs.append(config)
-  state, metrics, _, _ = _population_chunk(configs, 3)
-  for i, config in enumerate(configs):
-    solo_state, solo_metrics, _, _ = _solo_chunk(config, 3)
-    np.testing.assert_allclose(metrics["loss"][i], solo_metrics["loss"], rtol=2e-5)
-    for a, b in zip(jax.tree.leaves(population.member(state.params, i)),
-                    jax.tree.leaves(solo_state.params)):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  _assert_members_train_as_alone(configs, 3)
