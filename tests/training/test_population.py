@@ -184,23 +184,20 @@ def test_devices_take_whole_members_where_they_divide_evenly():
     population.choose_split(4, 4, "rows")
 
 
-FAMILY_CONFIGS = {  # small configs of the other families: their own fields, tiny sizes
+FAMILY_CONFIGS = {  # small configs of families whose step does more than the ELBO's
     "vqvae": ("configs/vqvae.py:data=mnist_5k", {"model.num_codes": 8, "model.code_dim": 4,
                                                  "model.width": 8, "model.num_residual": 1}),
     "gumbel_vae": ("configs/gumbel.py:num_latents=2,categories=3",
                    {"model.width": 16, "data.preprocessing": "dynamic"}),
-    "cvae": ("configs/cvae.py", {"model.width": 16, "model.latent_dim": 2}),
-    "two_layer_vae": ("configs/iwae.py:layers=2,objective=iwae,k=3,estimator=dreg",
-                      {"model.width": 16, "model.top_width": 8, "model.latent_dim": 4,
-                       "model.top_latent_dim": 2, "data.preprocessing": "dynamic"}),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
 def test_every_family_trains_in_a_population_as_alone(family):
-  """After-update state (vqvae's EMA codebook), step-dependent terms (gumbel's temperature),
-  labels (cvae) and DReG through two layers (two_layer_vae), per member."""
+  """After-update state (vqvae's EMA codebook) and step-dependent terms (gumbel's annealed
+  temperature), per member. (cvae's labels and two_layer_vae's DReG through two layers
+  were checked the same way once, 2026-12-06, and left out for the suite's time.)"""
   from vae_jax import validation  # pylint: disable=g-import-not-at-top
   spec, fields = FAMILY_CONFIGS[family]
   configs = []
