@@ -47,7 +47,9 @@ def small_run(tmp_path_factory):
 def test_population_rows_are_aggregates_of_members_trained_as_one_program(small_run):
   output, stdout = small_run
   pops = [r for r in json.load(open(output))["measurements"] if r["kind"] == "population"]
-  assert [r["members"] for r in pops] == [1, 3]
+  # Members looped inside the program and vmapped (a population of one: the solo program).
+  assert [(r["members"], r["member_map"]) for r in pops] == [(1, "loop"), (3, "loop"),
+                                                            (3, "vmap")]
   for row in pops:
     assert row["batch_size"] == BATCH
     assert row["examples_per_s"] == pytest.approx(
