@@ -77,8 +77,15 @@ class Member:
     return state
 
   def save(self, state: Any, steps_per_epoch: int, score: Optional[float]) -> None:
-    """Checkpoints its own-size ``state`` (host arrays) at its step, with its meta."""
+    """Checkpoints its own-size ``state`` (host arrays) at its step, with its meta.
+
+    A checkpoint already at this step is kept: a population resumed from an older step
+    (its members' saves were cut short unevenly) recomputes exactly what it holds.
+    """
     self.meta["selection"] = self.selection.state()
+    if self.step in self.ckpt.all_steps():
+      self.saved_step = self.step
+      return
     self.ckpt.save(self.step, state, dict(
         self.meta, epoch=self.step // steps_per_epoch, step_in_epoch=self.step % steps_per_epoch,
         examples_seen=self.step * self.config.batch_size), score)
