@@ -1,6 +1,7 @@
 """Shared helpers: small configs, the shared data folder, quiet TensorFlow, one XLA cache."""
 
 import atexit
+import concurrent.futures
 import os
 import shutil
 import sys
@@ -43,6 +44,31 @@ SMALL = {"data.name": "digits", "batch_size": 64, "num_train_steps": 20,
          "checkpoint_every": 10, "eval.batch_size": 100, "model.width": 64,
          "images.num_reconstructions": 16, "images.num_samples": 16,
          "eval.num_importance_samples": 20, "eval.num_importance_samples_during_training": 5}
+
+
+def concurrently(function, *argument_lists, workers=2):
+  """``function`` over the arguments, ``workers`` calls at a time (threads).
+
+  For tests that start subprocesses: each spends most of its time starting Python and
+  compiling on one core, so two overlap on the 2-core CI machine.
+  """
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    return list(pool.map(function, *argument_lists))
+
+
+@pytest.fixture(scope="session")
+def prepared_binarized_mnist(tmp_path_factory):
+  """(data_dir, Dataset): TFDS's binarized_mnist prepared offline from ../shared's .amat
+  files, once for the session (each preparation takes a quarter of a minute)."""
+  if not os.path.isdir(SHARED_BINARIZED_MNIST):
+    pytest.skip("needs ../shared/data/binarized_mnist")
+  from vae_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(datasets, "host_reachable", lambda *a, **k: False)  # truly offline
+    dataset = datasets.load("binarized_mnist", data_dir=data_dir,
+                            manual_dir=SHARED_BINARIZED_MNIST)
+  return data_dir, dataset
 
 
 def set_fields(config, overrides):

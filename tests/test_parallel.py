@@ -53,8 +53,7 @@ def _final_state(workdir):
 
 
 def test_same_parameters_on_one_and_four_devices(tmp_path):
-  for n in (1, 4):
-    proc = _run(n, tmp_path / f"dev{n}", RUN)
+  for proc in conftest.concurrently(lambda n: _run(n, tmp_path / f"dev{n}", RUN), (1, 4)):
     assert proc.returncode == 0, proc.stderr[-3000:]
   init, one = _final_state(tmp_path / "dev1")
   _, four = _final_state(tmp_path / "dev4")
@@ -76,8 +75,8 @@ def test_same_parameters_on_one_and_four_devices(tmp_path):
 
 def test_the_iwae_objective_with_dreg_and_two_layers_is_the_same_on_one_and_two_devices(
     tmp_path):
-  for n in (1, 2):
-    proc = _run(n, tmp_path / f"dev{n}", IWAE_RUN, IWAE_CONFIG)
+  for proc in conftest.concurrently(
+      lambda n: _run(n, tmp_path / f"dev{n}", IWAE_RUN, IWAE_CONFIG), (1, 2)):
     assert proc.returncode == 0, proc.stderr[-3000:]
   config = conftest.set_fields(validation.load_config_file(IWAE_CONFIG), IWAE_RUN)
   (one, init), (two, _) = (saved_state(tmp_path / f"dev{n}", config) for n in (1, 2))

@@ -74,7 +74,8 @@ def test_two_cells_run_end_to_end_into_the_papers_layout(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
   run = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env,
                                      capture_output=True, text=True, timeout=900)
-  proc = run("experiments.sweep", f"--config={config}", f"--workdir={workdir}")
+  # Two objectives: two programs, run side by side.
+  proc = run("experiments.sweep", f"--config={config}", f"--workdir={workdir}", "--parallel=2")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Sweep: 2 done" in proc.stdout
   results = {}

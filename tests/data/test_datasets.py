@@ -1,13 +1,11 @@
 """Dataset sources: embedded data, fast offline failure, TFDS from manual_dir."""
 
-import os
 import time
 
 import ml_collections
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_BINARIZED_MNIST
 from vae_jax.data import datasets
 from vae_jax.data import tfds_files
 
@@ -105,12 +103,8 @@ def test_a_manual_dir_is_used_or_refused_even_when_tfds_has_prepared_the_dataset
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(SHARED_BINARIZED_MNIST),
-                    reason="needs ../shared/data/binarized_mnist")
-def test_official_builder_prepares_binarized_mnist_from_manual_dir(tmp_path, monkeypatch):
-  monkeypatch.setattr(datasets, "host_reachable", lambda *a, **k: False)  # truly offline
-  ds = datasets.load("binarized_mnist", data_dir=str(tmp_path),
-                     manual_dir=SHARED_BINARIZED_MNIST)
+def test_official_builder_prepares_binarized_mnist_from_manual_dir(prepared_binarized_mnist):
+  _, ds = prepared_binarized_mnist  # datasets.load(name, data_dir, manual_dir=...), offline
   assert ds.train.shape == (50000, 28, 28, 1) and ds.test.shape == (10000, 28, 28, 1)
   assert set(np.unique(ds.test)) == {0, 1} and ds.binary
   assert abs(ds.train.mean() - 0.1306) < 5e-4  # the figure in ../shared/data/README.md

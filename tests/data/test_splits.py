@@ -1,6 +1,5 @@
 """Validation sets: official splits or a fixed hold-out of train; never the test split."""
 
-import os
 
 import numpy as np
 import pytest
@@ -75,10 +74,9 @@ def test_recorded_configs_get_the_fields_that_keep_their_data():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(SHARED_BINARIZED_MNIST),
-                    reason="needs ../shared/data/binarized_mnist")
-def test_binarized_mnist_has_its_published_splits(tmp_path):
-  config = make_config(data__name="binarized_mnist", data__manual_dir=SHARED_BINARIZED_MNIST)
+def test_binarized_mnist_has_its_published_splits(prepared_binarized_mnist):
+  config = make_config(data__name="binarized_mnist", data__manual_dir=SHARED_BINARIZED_MNIST,
+                       data__data_dir=prepared_binarized_mnist[0])
   dataset, fallback = datasets.load_configured(config.data)
   assert fallback is None
   assert (len(dataset.train), len(dataset.validation), len(dataset.test)) == (

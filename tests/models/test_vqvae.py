@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import vqvae as vqvae_config
-from tests.conftest import REPO, assert_trees_equal, saved_state, set_fields
+from tests.conftest import REPO, assert_trees_equal, concurrently, saved_state, set_fields
 from vae_jax import validation
 from vae_jax.data import datasets
 from vae_jax.models import interface
@@ -183,11 +183,12 @@ def test_same_codebook_on_one_and_two_devices(tmp_path):
             "model.depth": 1, "batch_size": 32, "num_train_steps": 20, "steps_per_dispatch": 10,
             "log_every": 10, "eval_every": 20, "checkpoint_every": 20, "eval.batch_size": 100,
             "images.num_reconstructions": 0, "images.num_samples": 0}
-  for n in (1, 2):
-    proc = subprocess.run(
+  def run(n):
+    return subprocess.run(
         [sys.executable, os.path.join(REPO, "tests", "run_with_devices.py"), str(n),
          str(tmp_path / f"dev{n}"), json.dumps(fields)], capture_output=True, text=True,
         cwd=REPO, timeout=600, env={**os.environ, "RUN_CONFIG": "configs/vqvae.py:data=mnist_5k"})
+  for proc in concurrently(run, (1, 2)):
     assert proc.returncode == 0, proc.stderr[-3000:]
   config = set_fields(vqvae_config.get_config("data=mnist_5k"), fields)
   one, init = saved_state(tmp_path / "dev1", config, image_shape=(8, 8, 1))

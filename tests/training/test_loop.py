@@ -121,14 +121,12 @@ def test_offline_fallback_to_embedded_data_is_recorded(tmp_path, config_factory,
     train.train_and_evaluate(config, str(tmp_path / "run2"))
 
 
-@pytest.mark.skipif(not os.path.isdir(SHARED_BINARIZED_MNIST),
-                    reason="needs ../shared/data/binarized_mnist")
 def test_real_binarized_mnist_through_tfds_manual_dir(tmp_path, config_factory,
-                                                      monkeypatch):
+                                                      monkeypatch, prepared_binarized_mnist):
   monkeypatch.setattr(datasets, "host_reachable", lambda *a, **k: False)
   config = config_factory(data__name="binarized_mnist", batch_size=128,
                           eval__batch_size=1000, model__width=500,
-                          data__data_dir=str(tmp_path / "tfds"),
+                          data__data_dir=prepared_binarized_mnist[0],
                           data__manual_dir=SHARED_BINARIZED_MNIST, num_train_steps=100,
                           steps_per_dispatch=50, log_every=50, eval_every=100,
                           checkpoint_every=100)

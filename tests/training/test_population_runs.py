@@ -10,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, SMALL, assert_trees_equal, make_config, saved_state
+from tests.conftest import (REPO, SMALL, assert_trees_equal, concurrently, make_config,
+                            saved_state)
 from vae_jax.training import loop as train
 from vae_jax.training import members as members_lib
 from vae_jax.training import preemption
@@ -49,6 +50,17 @@ def runs(tmp_path_factory):
   return root
 
 
+@pytest.fixture(scope="module")
+def four_devices(tmp_path_factory):
+  """The population on 4 devices, split by members and by batch (both runs at once)."""
+  root = tmp_path_factory.mktemp("four_devices")
+  procs = concurrently(lambda split: _run_population(4, root / split, POPULATION_SPLIT=split),
+                       ("members", "batch"))
+  for proc in procs:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+  return root
+
+
 def _run_population(num_devices, workdir, **env):
   return subprocess.run(
       [sys.executable, os.path.join(REPO, "tests", "run_with_devices.py"), str(num_devices),
@@ -79,19 +91,18 @@ def test_each_member_ends_as_its_solo_run(runs):
 
 
 @pytest.mark.parametrize("split", ["members", "batch"])
-def test_the_population_is_the_same_on_four_devices(runs, tmp_path, split):
+def test_the_population_is_the_same_on_four_devices(runs, four_devices, split):
   """Whole members on each device, or a slice of every member's batch on each."""
-  proc = _run_population(4, tmp_path, POPULATION_SPLIT=split)
-  assert proc.returncode == 0, proc.stderr[-3000:]
   for i in range(len(MEMBERS)):
-    one, four = _results(runs / "population" / f"m{i}"), _results(tmp_path / f"m{i}")
+    one, four = (_results(runs / "population" / f"m{i}"),
+                 _results(four_devices / split / f"m{i}"))
     assert four["device_count"] == 4
     for key in FIGURES:
       assert abs(one["test"][key] - four["test"][key]) < 1e-4 * max(1, abs(one["test"][key]))
     config = _config(MEMBERS[i])
     diff = jax.tree.map(lambda a, b: np.max(np.abs(a - b)),
                         saved_state(runs / "population" / f"m{i}", config)[0].params,
-                        saved_state(tmp_path / f"m{i}", config)[0].params)
+                        saved_state(four_devices / split / f"m{i}", config)[0].params)
     assert max(jax.tree.leaves(diff)) < 1e-5
 
 

@@ -17,7 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, SMALL, assert_trees_equal, make_config, saved_state
+from tests.conftest import (REPO, SMALL, assert_trees_equal, concurrently, make_config,
+                            saved_state)
 from vae_jax.training import metrics
 from vae_jax.training import loop as train
 from vae_jax.training import step as training
@@ -187,7 +188,7 @@ def test_skip_mode_stops_after_too_many_in_a_row(tmp_path):
     train.train_and_evaluate(config, str(tmp_path / "run"))
 
 
-@pytest.mark.parametrize("args, message", [
+MALFORMED = [
     ({"model.laten_dim": 3}, "Did you mean --config.model.latent_dim?"),
     ({"optimm.learning_rate": 1.0}, "Did you mean --config.optim.learning_rate?"),
     ({"model.likelihood": "poisson"},
@@ -196,15 +197,18 @@ def test_skip_mode_stops_after_too_many_in_a_row(tmp_path):
     ({"batch_size": 0}, "config.batch_size=0 is invalid: must be an integer >= 1"),
     ({"model.latent_dim": "ten"}, "flag --config.model.latent_dim=ten"),
     ({"optim.on_nonfinite": "ignore"}, "valid values are 'stop', 'skip'"),
-])
-def test_malformed_overrides_fail_fast_with_the_field_and_valid_values(tmp_path, args,
-                                                                       message):
-  workdir = tmp_path / "run"
-  code, out = _run(workdir, {**SMALL, **args}, timeout=120)
-  assert code == 1
-  assert message in out
-  assert "Traceback" not in out
-  assert not os.path.exists(workdir)  # nothing created before the config is valid
+]
+
+
+def test_malformed_overrides_fail_fast_with_the_field_and_valid_values(tmp_path):
+  workdirs = [tmp_path / f"run{i}" for i in range(len(MALFORMED))]
+  outcomes = concurrently(lambda workdir, case: _run(workdir, {**SMALL, **case[0]}, timeout=120),
+                          workdirs, MALFORMED, workers=3)
+  for workdir, (_, message), (code, out) in zip(workdirs, MALFORMED, outcomes):
+    assert code == 1, out[-3000:]
+    assert message in out, out[-3000:]
+    assert "Traceback" not in out
+    assert not os.path.exists(workdir)  # nothing created before the config is valid
 
 
 def test_overwrite_sets_the_old_run_aside(tmp_path, config_factory):
