@@ -60,6 +60,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.objective.warmup_steps = 0      # KL warm-up: beta ramps from 0 over these steps
   config.objective.free_bits = 0.0       # per-dimension KL floor lambda, in nats
   config.objective.kl_estimator = "analytic"  # "analytic" | "mc"
+  # A disentanglement model's regularizer in place of beta * KL (objectives/regularizers.py;
+  # docs/disentanglement.md): "beta_vae" (today's), "annealed_vae", "beta_tc_vae",
+  # "factor_vae", "dip_vae_i", "dip_vae_ii"; each reads its own fields below.
+  config.objective.regularizer = "beta_vae"
+  config.objective.gamma = 1000.0              # annealed_vae, factor_vae
+  config.objective.c_max = 25.0                # annealed_vae: the capacity C reached, nats
+  config.objective.iteration_threshold = 100_000  # annealed_vae: steps until C = c_max
+  config.objective.lambda_od = 10.0            # dip_vae_*: off-diagonal weight
+  config.objective.lambda_d_factor = 10.0      # dip_vae_*: diagonal weight / lambda_od
 
   config.optim = ml_collections.ConfigDict()
   config.optim.optimizer = "adam"        # "adam" | "adamw" | "sgd"

@@ -6,13 +6,16 @@ swept fields call for in DIR/plots/. Prints the table and the members that
 failed or are missing. Refuses (exit status 1) a sweep whose runs were trained
 or scored differently, and one with no finished member. A sweep config with
 ``table_layout()`` also gets DIR/tables/paper_table.md: its cells laid out as a
-paper's table, the paper's figures beside ours (vae_jax/analysis/paper_table.py).
+paper's table, the paper's figures beside ours (vae_jax/analysis/paper_table.py). A sweep
+over disentanglement models (objective.regularizer) also gets DIR/tables/models.md, one
+table per model, and DIR/plots/metrics_by_model.png (vae_jax/analysis/model_study.py).
 """
 
 from experiments import cli  # pylint: disable=g-bad-import-order  # first: signals
 from absl import app
 from absl import flags
 
+from vae_jax.analysis import model_study
 from vae_jax.analysis import paper_table
 from vae_jax.analysis import plots
 from vae_jax.analysis import tables
@@ -27,6 +30,9 @@ def main(argv):
   ablation = tables.summarize(_WORKDIR.value)
   paths = tables.write_tables(ablation) + plots.write_plots(ablation)
   print(tables.to_markdown(ablation))
+  if model_study.applies(ablation):  # several disentanglement models: one table each
+    paths += model_study.write(ablation)
+    print("\n" + model_study.to_markdown(ablation))
   layout = paper_table.layout_of(ablation.config, _WORKDIR.value)
   if layout is not None:  # the sweep config lays its members out as a paper's table
     path, text = paper_table.write(_WORKDIR.value, layout)

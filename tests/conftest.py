@@ -93,8 +93,10 @@ def saved_state(workdir, config, image_shape=(8, 8, 1), step=None):
   info = datasets.info(config.data.name)
   model = models.build(config, datasets.DataInfo(info.name, tuple(image_shape), info.binary,
                                                  info.num_classes))
+  from vae_jax.objectives import auxiliary  # pylint: disable=g-import-not-at-top
   init = state_lib.create_train_state(config.seed, model,
-                                      state_lib.make_optimizer(config.optim, 1))
+                                      state_lib.make_optimizer(config.optim, 1),
+                                      auxiliary.get(config))
   ckpt = checkpoints.Checkpointer(str(workdir), 3, read_only=True)
   state, _ = ckpt.restore_latest(init) if step is None else ckpt.restore(step, init)
   return state, init

@@ -84,6 +84,18 @@ def mean(tree: PyTree, axis_name: str = AXIS_NAME) -> PyTree:
   return jax.lax.pmean(tree, axis_name)
 
 
+def gather(x: jax.Array, axis_name: str = AXIS_NAME) -> jax.Array:
+  """Every device's ``x`` [b, ...] concatenated in device order ([devices * b, ...]), for
+  per-device code whose term couples the examples of the global batch (device i's slice
+  of a global batch is its rows i*b..(i+1)*b, as ``pipeline.local_batch_indices`` lays
+  batches out). Differentiable: its transpose sums each device's cotangents back to
+  the rows it owns. On one device, ``x`` itself.
+  """
+  if jax.lax.axis_size(axis_name) == 1:
+    return x
+  return jax.lax.all_gather(x, axis_name, tiled=True)
+
+
 def _sharding() -> NamedSharding:
   mesh = Mesh(np.asarray(jax.local_devices()), (AXIS_NAME,))
   return NamedSharding(mesh, PartitionSpec(AXIS_NAME))

@@ -340,3 +340,38 @@ def test_members_scored_for_disentanglement_gain_the_metric_columns(tmp_path):
   md = tables.to_markdown(ab)
   assert "| MIG" in md and "BetaVAE" in md and "0.100 ± 0.071" in md
   assert "disentanglement_vs_beta.png" in [os.path.basename(p) for p in plots.write_plots(ab)]
+
+
+def test_a_study_of_models_gets_one_table_per_model_and_their_spread(tmp_path):
+  """configs/dsprites_study.py's layout: each model with its own hyperparameter."""
+  from vae_jax.analysis import model_study  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path / "study")
+  grid = {"factor_vae": ("objective.gamma", (10.0, 40.0)),
+          "dip_vae_ii": ("objective.lambda_od", (1.0,))}
+  rng, members, mig = np.random.default_rng(0), [], {}
+  for model, (field, values) in grid.items():
+    for value in values:
+      for seed in (0, 1):
+        overrides = {"objective.regularizer": model, field: value, "seed": seed}
+        name = ",".join(f"{k}={overrides[k]}" for k in sorted(overrides))
+        members.append({"index": len(members), "name": name, "overrides": overrides})
+        _write(os.path.join(root, name, "results.json"), _results(rng, seed))
+        mig[name] = float(rng.uniform(0, 0.3))
+        _write(os.path.join(root, name, "disentanglement.json"),
+               {"scores": {"mig": {"discrete_mig": mig[name]}}})
+  _write(os.path.join(root, "sweep.json"), {"config": "configs/dsprites_study.py",
+                                            "extra_overrides": [], "members": members})
+  ab = tables.summarize(root)
+  assert model_study.applies(ab) and len(ab.rows) == 3
+  md = model_study.to_markdown(ab)
+  assert "## FactorVAE" in md and "## DIP-VAE-II" in md
+  factor = md.split("## FactorVAE")[1].split("## ")[0]
+  assert factor.count("\n| 10 |") == 1 and factor.count("\n| 40 |") == 1
+  gamma_10 = [v for k, v in mig.items() if "gamma=10.0" in k]
+  assert f"{np.mean(gamma_10):.3f} ± {np.std(gamma_10, ddof=1):.3f}" in factor
+  spread = model_study.spread(ab, "disentanglement.mig.discrete_mig")
+  assert sorted(spread["factor_vae"]) == sorted(v for k, v in mig.items() if "factor" in k)
+  assert len(spread["dip_vae_ii"]) == 2
+  table, png = model_study.write(ab)
+  assert os.path.exists(table)
+  _assert_png(png)

@@ -28,6 +28,7 @@ PREPROCESSING = ("binary", "dynamic", "dequantize")
 
 # Fixed stream ids folded into keys so the streams never overlap.
 STREAM_PERMUTATION, STREAM_PIXELS, STREAM_LATENT, STREAM_IMPORTANCE = 0, 1, 2, 3
+STREAM_AUXILIARY = 4   # an auxiliary network's draws (one key per step: FactorVAE's permutation)
 
 
 def stream_key(rng: jax.Array, stream: int, counter: jax.Array) -> jax.Array:

@@ -24,6 +24,7 @@ from vae_jax import validation
 from vae_jax.data import datasets
 from vae_jax.evaluation import evaluator as evaluation
 from vae_jax.models import interface
+from vae_jax.objectives import auxiliary
 from vae_jax.training import checkpoints
 from vae_jax.training import state as state_lib
 from vae_jax.training import workdir as workdir_lib
@@ -94,7 +95,8 @@ def load_run(workdir: str, step: Union[int, str, None] = None) -> Run:
   preprocessing = validation.preprocessing_of(config, dataset.name)
   model = models.build(config, dataset.info)
   template = state_lib.create_train_state(
-      config.seed, model, state_lib.make_optimizer(config.optim, total_steps=1))
+      config.seed, model, state_lib.make_optimizer(config.optim, total_steps=1),
+      auxiliary.get(config))
   if step is None:
     state, _ = ckpt.restore_latest(template)
     step = int(state.step)

@@ -27,7 +27,7 @@ from vae_jax.core import likelihoods
 
 Terms = dict[str, jax.Array]
 # Terms that are not per-example scalars to average into metrics.
-_NOT_REPORTED = ("kl_per_dim", "posterior", "latent_groups")
+NOT_REPORTED = ("kl_per_dim", "posterior", "latent_groups")
 
 
 def gaussian_elbo_terms(q: D.DiagonalGaussian, log_likelihood: Callable[[jax.Array], jax.Array],
@@ -107,6 +107,6 @@ def training_loss(terms: Terms, beta: jax.Array, free_bits: float | jax.Array,
   loss = distortion + beta * rate_term
   metrics = {"loss": loss, "distortion": distortion, "beta": beta}
   for key, value in terms.items():  # elbo, rate and any family's own per-example figures
-    if key not in metrics and key not in _NOT_REPORTED and jnp.ndim(value) == 1:
+    if key not in metrics and key not in NOT_REPORTED and jnp.ndim(value) == 1:
       metrics[key] = jnp.mean(value)
   return loss, metrics

@@ -33,6 +33,7 @@ import ml_collections
 
 from vae_jax.core import checks
 from vae_jax.objectives import iwae
+from vae_jax.objectives import regularizers
 
 OBJECTIVES = ("elbo", "k_sample_elbo", "iwae")
 ESTIMATORS = ("reparam", "dreg")
@@ -41,7 +42,8 @@ ESTIMATORS = ("reparam", "dreg")
 DREG_METHODS = ("log_weights_stopped_posterior", "posterior_params")
 # Fields added to configs since runs were first recorded, with the values that reproduce them.
 ADDED_FIELDS = {"objective.name": "elbo", "objective.num_samples": 1,
-                "objective.gradient_estimator": "reparam", "optim.adam_eps": 1e-8}
+                "objective.gradient_estimator": "reparam", "optim.adam_eps": 1e-8,
+                **{f"objective.{f}": v for f, v in regularizers.FIELDS.items()}}
 
 
 def settings(config: ml_collections.ConfigDict) -> tuple[str, int, str]:
@@ -56,6 +58,8 @@ def validate(config: ml_collections.ConfigDict, model: Any) -> None:
   name = checks.choice(config, "objective.name", OBJECTIVES)
   k = checks.number(config, "objective.num_samples", minimum=1, integer=True)
   estimator = checks.choice(config, "objective.gradient_estimator", ESTIMATORS)
+  if "regularizer" in config.objective:
+    _validate_regularizer(config, model, name)
   if name == "elbo":
     if k != 1:
       checks.fail("objective.num_samples", k, "objective.name='elbo' takes one sample; for k "
@@ -87,6 +91,32 @@ def validate(config: ml_collections.ConfigDict, model: Any) -> None:
                   f"DReG scores log q with q's parameters stopped, which "
                   f"{type(model).__name__} (config.model.name) cannot: it lacks "
                   f"{', '.join(missing)}; use 'reparam'")
+
+
+def _validate_regularizer(config: ml_collections.ConfigDict, model: Any, name: str) -> None:
+  """A disentanglement regularizer: its fields in range, and what it cannot go with."""
+  regularizer = checks.choice(config, "objective.regularizer", regularizers.REGULARIZERS)
+  checks.number(config, "objective.gamma", minimum=0)
+  checks.number(config, "objective.c_max", minimum=0)
+  checks.number(config, "objective.iteration_threshold", minimum=1)
+  checks.number(config, "objective.lambda_od", minimum=0)
+  checks.number(config, "objective.lambda_d_factor", minimum=0)
+  if regularizer == "beta_vae":
+    return
+  if name != "elbo":
+    checks.fail("objective.regularizer", regularizer, f"a disentanglement regularizer "
+                f"replaces the ELBO's KL term; objective.name={name!r} has none: use "
+                "objective.name='elbo' or objective.regularizer='beta_vae'")
+  for field, neutral in (("objective.warmup_steps", 0), ("objective.free_bits", 0.0)):
+    value = checks.get(config, field)
+    if value != neutral:
+      checks.fail(field, value, f"KL warm-up and free bits act on beta * KL; "
+                  f"objective.regularizer={regularizer!r} has its own schedule of the KL "
+                  f"term: use {neutral}")
+  if not callable(getattr(model, "posterior", None)):
+    checks.fail("objective.regularizer", regularizer,
+                f"{type(model).__name__} (config.model.name) has no diagonal-Gaussian "
+                "posterior q(z|x) for the regularizer to act on; use 'beta_vae'")
 
 
 def per_example(name: str, log_w: jax.Array) -> jax.Array:

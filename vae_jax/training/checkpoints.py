@@ -24,6 +24,7 @@ import shutil
 import time
 from typing import Any, Iterator, Optional
 
+import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -65,6 +66,15 @@ def state_digest(state: Any) -> str:
     digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape};".encode())
     digest.update(np.ascontiguousarray(array).tobytes())
   return digest.hexdigest()
+
+
+@flax.struct.dataclass
+class _StateBeforeAux:
+  """The train state's layout in checkpoints saved before ``TrainState.aux`` existed."""
+  step: Any
+  params: Any
+  opt_state: Any
+  rng: Any
 
 
 class Checkpointer:
@@ -144,13 +154,28 @@ class Checkpointer:
     """(state, meta) saved at ``step``, shaped like ``template``; checks the digest."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     logging.info("Restoring checkpoint %d from %s", step, self.directory)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    state, meta = restored["state"], dict(restored["meta"])
+    try:
+      restored = self._restore(step, abstract)
+      state = restored["state"]
+    except ValueError as e:
+      # Checkpoints saved before ``TrainState.aux`` existed lack it; a state without an
+      # auxiliary network (an empty ``aux``) restores from them as it did then.
+      if "aux" not in str(e) or jax.tree.leaves(getattr(template, "aux", None)):
+        raise
+      restored = self._restore(step, _StateBeforeAux(
+          abstract.step, abstract.params, abstract.opt_state, abstract.rng))
+      old = restored["state"]
+      state = template.replace(step=old.step, params=old.params, opt_state=old.opt_state,
+                               rng=old.rng)
+    meta = dict(restored["meta"])
     if meta.get("step") != step or meta.get("state_sha256") != state_digest(state):
       raise CheckpointError(f"checkpoint {step}: its bytes do not match the SHA-256 "
                             f"recorded when it was saved")
     return state, meta
+
+  def _restore(self, step: int, abstract: Any) -> dict[str, Any]:
+    return self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
 
   def restore_latest(self, template: Any) -> Optional[tuple[Any, dict[str, Any]]]:
     """The newest checkpoint that restores intact, or None if there are none.

@@ -37,11 +37,16 @@ import ml_collections
 import numpy as np
 
 from vae_jax.models import interface
+from vae_jax.objectives import auxiliary
+from vae_jax.objectives import regularizers
 
 # config field -> the name the train step reads it by from ``Hyper`` (see step.TrainSpec).
 HYPER_FIELDS = {"objective.beta": "beta", "objective.warmup_steps": "kl_warmup_steps",
                 "objective.free_bits": "free_bits", "optim.learning_rate": "learning_rate",
-                "debug.nan_at_step": "nan_at_step"}
+                "debug.nan_at_step": "nan_at_step",
+                **{f"objective.{f}": f for f in regularizers.FIELDS if f != "regularizer"}}
+# The value of a field a config lacks (recorded before it existed): the one it had then.
+_ABSENT = {f"objective.{f}": v for f, v in regularizers.FIELDS.items()}
 SEED_FIELD = "seed"
 LATENT_FIELD = "model.latent_dim"
 # Hyper entries of every population of two or more (not fields): 1.0 while the member
@@ -114,6 +119,8 @@ def _flat(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def compatibility_key(config: ml_collections.ConfigDict, maskable: bool) -> str:
   """Equal for configs that can train in one population: equal but for the seed, the
   ``HYPER_FIELDS`` and (``maskable``: the family pads latents) the latent dimension."""
+  # An auxiliary network's input is the latent code: its members cannot be padded.
+  maskable = maskable and auxiliary.get(config) is None
   free = {SEED_FIELD, *HYPER_FIELDS} | ({LATENT_FIELD} if maskable else set())
   fields = {k: v for k, v in _flat(config.to_dict()).items() if k not in free}
   return json.dumps(fields, sort_keys=True, default=str)
@@ -122,7 +129,11 @@ def compatibility_key(config: ml_collections.ConfigDict, maskable: bool) -> str:
 def varying(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
   """The HYPER_FIELDS whose values differ between ``configs``."""
   return [f for f in HYPER_FIELDS
-          if len({json.dumps(_flat(c.to_dict())[f]) for c in configs}) > 1]
+          if len({json.dumps(_value(_flat(c.to_dict()), f)) for c in configs}) > 1]
+
+
+def _value(flat: dict[str, Any], field: str) -> Any:
+  return flat[field] if field in flat else _ABSENT[field]
 
 
 def latent_dims(configs: Sequence[ml_collections.ConfigDict]) -> list[int]:
@@ -141,7 +152,7 @@ def hyper_arrays(configs: Sequence[ml_collections.ConfigDict]) -> Hyper:
     return {}
   flat = [_flat(c.to_dict()) for c in configs]
   fields = set(varying(configs)) | {"optim.learning_rate"}
-  hyper = {HYPER_FIELDS[f]: np.asarray([fl[f] for fl in flat], np.float32)
+  hyper = {HYPER_FIELDS[f]: np.asarray([_value(fl, f) for fl in flat], np.float32)
            for f in HYPER_FIELDS if f in fields}
   hyper[ACTIVE] = np.ones(len(configs), np.float32)
   dims = latent_dims(configs)

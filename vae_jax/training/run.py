@@ -24,6 +24,7 @@ from vae_jax import parallel
 from vae_jax import validation
 from vae_jax.data import datasets
 from vae_jax.evaluation import evaluator as evaluation
+from vae_jax.objectives import auxiliary
 from vae_jax.training import checkpoints
 from vae_jax.training import members as members_lib
 from vae_jax.training import metrics as metrics_lib
@@ -147,7 +148,8 @@ def set_up(members: list[members_lib.Member], start_time: float, main_process: b
   tx = state_lib.make_optimizer(config.optim, total_steps, steps_per_epoch)
   for member in members:
     member.model = models.build(member.config, dataset.info)
-    member.template = state_lib.create_train_state(member.config.seed, member.model, tx)
+    member.template = state_lib.create_train_state(member.config.seed, member.model, tx,
+                                                   auxiliary.get(member.config))
     member.ckpt = checkpoints.Checkpointer(member.workdir, member.config.keep_checkpoints,
                                            keep_best=member.config.keep_best_checkpoint)
     if not solo:

@@ -25,6 +25,9 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array        # the run's base key; every draw folds in (stream, step, example)
+  # An auxiliary network's {"params", "opt_state"} (objectives/auxiliary.py: FactorVAE's
+  # discriminator), trained in the same step by its own loss; {} for every other objective.
+  aux: Any = flax.struct.field(default_factory=dict)
 
 
 def iwae_3i_stretched_schedule(lr: float, total_steps: int, stages: int = 8) -> optax.Schedule:
@@ -114,10 +117,16 @@ def make_optimizer(optim: ml_collections.ConfigDict, total_steps: int,
   return opt
 
 
-def create_train_state(seed: int, model: interface.Model,
-                       tx: optax.GradientTransformation) -> TrainState:
-  """The state at step 0: the model's parameters from the seed's first key."""
+def create_train_state(seed: int, model: interface.Model, tx: optax.GradientTransformation,
+                       auxiliary: Optional[Any] = None) -> TrainState:
+  """The state at step 0: the model's parameters from the seed's first key; an auxiliary
+  network's (``objectives.auxiliary``) from that key folded with 1, so the model's
+  parameters are those of a run without one."""
   init_rng, run_rng = jax.random.split(jax.random.PRNGKey(seed))
   params = model.init(init_rng)
+  aux = {}
+  if auxiliary is not None:
+    aux_params = auxiliary.init(jax.random.fold_in(init_rng, 1), model.latent_dim)
+    aux = {"params": aux_params, "opt_state": auxiliary.optimizer().init(aux_params)}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params), rng=run_rng)
+                    opt_state=tx.init(params), rng=run_rng, aux=aux)

@@ -30,9 +30,13 @@ import numpy as np
 import optax
 
 from vae_jax import parallel
+from vae_jax.core import checks
+from vae_jax.core import distributions as D
 from vae_jax.data import pipeline
 from vae_jax.models import interface
+from vae_jax.objectives import auxiliary as auxiliary_lib
 from vae_jax.objectives import elbo
+from vae_jax.objectives import regularizers
 from vae_jax.objectives import training_objectives
 from vae_jax.training import population
 from vae_jax.training import state as state_lib
@@ -59,6 +63,11 @@ class TrainSpec:
   # devices). A solo run is "batch".
   split: str = "batch"
   render: Optional[Callable] = None  # Dataset.render: rows -> uint8 images, after the gather
+  # The disentanglement regularizer (objectives/regularizers.py) and its constants
+  # (regularizers.FIELDS; a population's members may trace them instead, as beta).
+  regularizer: str = "beta_vae"
+  regularizer_constants: tuple = ()
+  auxiliary: Optional[auxiliary_lib.Auxiliary] = None
 
   @property
   def steps_per_epoch(self) -> int:
@@ -79,7 +88,12 @@ def spec_from_config(config: ml_collections.ConfigDict, num_examples: int,
       free_bits=config.objective.free_bits,
       skip_nonfinite=config.optim.on_nonfinite == "skip",
       objective=objective, num_samples=num_samples, gradient_estimator=estimator,
-      nan_at_step=config.debug.nan_at_step, render=render)
+      nan_at_step=config.debug.nan_at_step, render=render,
+      regularizer=config.objective.get("regularizer", "beta_vae"),
+      regularizer_constants=tuple(
+          (f, config.objective.get(f, d)) for f, d in regularizers.FIELDS.items()
+          if f != "regularizer"),
+      auxiliary=auxiliary_lib.get(config))
 
 
 def make_batch(data: dict[str, jax.Array], indices: jax.Array, pixel_keys: jax.Array,
@@ -151,8 +165,11 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
         terms = interface.training_terms(member_model, params, batch, latent_keys, state.step)
         if spec.preprocessing == "dequantize":
           terms = elbo.add_bits_per_dim(terms, math.prod(batch["image"].shape[1:]))
-        loss, metrics = elbo.training_loss(terms, beta, hyper.get("free_bits", spec.free_bits),
-                                           axis)
+        if spec.regularizer == "beta_vae":
+          loss, metrics = elbo.training_loss(terms, beta,
+                                             hyper.get("free_bits", spec.free_bits), axis)
+        else:
+          loss, metrics = regularized_loss(spec, hyper, terms, latent_keys, state, axis)
       if not isinstance(nan_at_step, int) or nan_at_step > 0:
         loss = loss * jnp.where(state.step + 1 == nan_at_step, jnp.nan, 1.0)
         metrics["loss"] = loss
@@ -160,6 +177,10 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
 
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
     grads = mean(grads, axis)
+    aux_state, aux_metrics = state.aux, {}
+    if spec.auxiliary is not None:  # its own loss on this step's draws, from the same params
+      aux_state, aux_metrics = update_auxiliary(
+          spec.auxiliary, state, metrics.pop("codes"), positions, hyper, axis, mean)
     metrics = mean(metrics, axis)
     metrics["grad_norm"] = optax.tree.norm(grads)
     if spec.skip_nonfinite:  # a non-finite loss voids the update even if grads are finite
@@ -181,8 +202,12 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
         updated = jax.tree.map(lambda new, old: jnp.where(ok, new, old), updated, params)
       params = population.frozen_updates(hyper.get(population.ACTIVE), updated, params)
       metrics = {**metrics, **extra}
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, metrics
+    if spec.skip_nonfinite and spec.auxiliary is not None:  # a skipped update skips it too
+      ok = jnp.isfinite(metrics["loss"])
+      aux_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), aux_state, state.aux)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              aux=aux_state)
+    return new_state, {**metrics, **aux_metrics}
 
   def train_chunk(state: state_lib.TrainState, hyper: population.Hyper,
                   data: dict[str, jax.Array], perms: tuple, num_steps: int):
@@ -192,6 +217,55 @@ def make_train_chunk(model: interface.Model, tx: optax.GradientTransformation,
                         None, length=num_steps)
 
   return train_chunk
+
+
+def regularized_loss(spec: TrainSpec, hyper: population.Hyper, terms: dict,
+                     latent_keys: jax.Array, state: state_lib.TrainState,
+                     axis: Optional[str]) -> tuple[jax.Array, dict]:
+  """distortion + a disentanglement regularizer (``spec.regularizer``), and its metrics.
+
+  Its fields are the spec's constants or, where a population traces them, ``hyper``'s.
+  The draws z are those of the terms (the posterior sampled with the same keys); with an
+  auxiliary network they come back in the metrics as "codes" for its own loss.
+  """
+  q = terms.get(interface.POSTERIOR)
+  if not isinstance(q, D.DiagonalGaussian):
+    raise checks.ConfigError(
+        f"objective.regularizer={spec.regularizer!r} needs a diagonal-Gaussian posterior "
+        "q(z|x) in the model's terms, which config.model.name does not give; use "
+        "objective.regularizer='beta_vae'.")
+  z = q.sample(latent_keys)
+  constants = dict(spec.regularizer_constants, beta=spec.beta)
+  values = {f: hyper.get(f, constants[f]) for f in regularizers.USES[spec.regularizer]}
+  model_term = None
+  if spec.auxiliary is not None:
+    model_term = lambda codes: spec.auxiliary.model_term(state.aux["params"], codes)
+  distortion = jnp.mean(terms["distortion"])
+  penalty, extra = regularizers.regularizer(spec.regularizer, values, q, z, terms["rate"],
+                                            state.step, axis, model_term)
+  loss = distortion + penalty
+  metrics = {"loss": loss, "distortion": distortion, "regularizer": penalty, **extra}
+  for key, value in terms.items():
+    if key not in metrics and key not in elbo.NOT_REPORTED and jnp.ndim(value) == 1:
+      metrics[key] = jnp.mean(value)
+  if spec.auxiliary is not None:
+    metrics["codes"] = jax.lax.stop_gradient(z)
+  return loss, metrics
+
+
+def update_auxiliary(aux: auxiliary_lib.Auxiliary, state: state_lib.TrainState,
+                     codes: jax.Array, positions: jax.Array, hyper: population.Hyper,
+                     axis: Optional[str], mean: Callable) -> tuple[dict, dict]:
+  """One step of the auxiliary network on its own loss (gradients averaged over devices
+  like the model's); a frozen population member's stays as it is."""
+  key = pipeline.stream_key(state.rng, pipeline.STREAM_AUXILIARY, state.step)
+  grads, metrics = jax.grad(aux.loss, has_aux=True)(state.aux["params"], codes, positions,
+                                                    key, axis)
+  grads, metrics = mean(grads, axis), mean(metrics, axis)
+  updates, opt_state = aux.optimizer().update(grads, state.aux["opt_state"],
+                                              state.aux["params"])
+  new = {"params": optax.apply_updates(state.aux["params"], updates), "opt_state": opt_state}
+  return population.frozen_updates(hyper.get(population.ACTIVE), new, state.aux), metrics
 
 
 def epochs_touched(spec: TrainSpec, num_steps: int) -> int:
