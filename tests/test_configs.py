@@ -61,12 +61,15 @@ ARGUMENTS = {
                                           "seed": 3}},
     "configs/iwae.py": {
         "": {"model.name": "gaussian_vae", "objective.name": "iwae", "objective.num_samples": 1,
-             "num_epochs": 10, "eval.num_importance_samples": 1000},
+             "num_epochs": 7, "eval.num_importance_samples": 5000, "optim.schedule": "iwae_3i",
+             "data.test_split": "test[:2000]", "model.init": "lecun_normal"},
+        "epochs=13,test_images=0": {"num_epochs": 13, "data.test_split": "test"},
         "layers=2,objective=vae,k=50": {"model.name": "two_layer_vae", "model.latent_dim": 100,
                                         "objective.name": "k_sample_elbo",
                                         "objective.num_samples": 50},
         "protocol=full,estimator=dreg": {"num_epochs": 3280, "eval.num_importance_samples": 5000,
-                                         "objective.gradient_estimator": "dreg"},
+                                         "objective.gradient_estimator": "dreg",
+                                         "optim.schedule": "iwae_3i", "data.test_split": "test"},
         "data=dynamic": {"data.name": "mnist", "data.preprocessing": "dynamic"}},
 }
 

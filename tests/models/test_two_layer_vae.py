@@ -2,9 +2,14 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+import pytest
 
+from vae_jax import models
+from vae_jax.core import checks
 from vae_jax.core import distributions as D
+from vae_jax.data import datasets
 from vae_jax.evaluation import evaluator
 from vae_jax.models import interface
 from vae_jax.models import two_layer_vae as tl
@@ -92,3 +97,68 @@ def test_active_units_are_counted_per_layer():
   assert summary["active_units_by_layer"] == (f"{summary['active_units_z1']}+"
                                               f"{summary['active_units_z2']}")
   assert summary["active_units_z1"] <= 1 and len(summary["activity_per_dim"]) == 3
+
+
+def test_std_is_exp_of_a_linear_output_as_in_the_papers_code():
+  """yburda/iwae iwae.py GaussianSampler.random: sigma = exp(Linear(h)); here logvar = 2 x it."""
+  model, params = _tiny()
+  x = jnp.asarray(np.repeat(X, 2, 0))
+  q1 = model.posterior(params, {"image": x})
+  head = params["q1"]["log_std"]
+  linear = x.reshape(2, -1) @ head["kernel"] + head["bias"]     # depth 0: no hidden layer
+  np.testing.assert_allclose(np.exp(0.5 * q1.logvar), np.exp(linear), rtol=1e-6)
+
+
+def test_glorot_uniform_init_is_the_papers():
+  """yburda/iwae nnet.py Linear.random: W ~ U(+-sqrt(6 / (n_in + n_out))), b = 0, every layer;
+  the config's model.init reaches every dense layer of the family."""
+  config = ml_collections.ConfigDict({"model": {
+      "name": "two_layer_vae", "latent_dim": 100, "top_latent_dim": 50, "width": 200,
+      "top_width": 100, "depth": 2, "activation": "tanh", "likelihood": "bernoulli",
+      "init": "glorot_uniform"}})
+  tl.validate(config, datasets.info("binarized_mnist"))
+  model = tl.build(config, datasets.info("binarized_mnist"))
+  params = model.init(jax.random.PRNGKey(0))
+  layers = [(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params)]
+  assert len(layers) == 2 * (3 * 4 + 3)   # q1, q2, p1: 2 hidden + mean + log_std; px: 3
+  for path, leaf in layers:
+    name = jax.tree_util.keystr(path)
+    if name.endswith("['bias']"):
+      assert not np.any(np.asarray(leaf)), name
+      continue
+    n_in, n_out = leaf.shape
+    bound = np.sqrt(6.0 / (n_in + n_out))
+    assert np.abs(leaf).max() <= bound and np.abs(leaf).max() > 0.95 * bound, name
+    assert np.var(leaf) == pytest.approx(2.0 / (n_in + n_out), rel=0.1), name
+  # Without model.z2_mean_draws (runs recorded before it), z2 is counted as before.
+  assert model.z2_mean_draws == tl.RECORDED_Z2_MEAN_DRAWS == tl.ADDED_FIELDS["z2_mean_draws"]
+  config.model.init = "glorot"
+  with pytest.raises(checks.ConfigError, match="model.init"):
+    tl.validate(config, datasets.info("binarized_mnist"))
+
+
+def test_z2_is_counted_at_one_draw_of_z1_as_the_papers_code():
+  """yburda/iwae iwae.py get_units_variances: z2's activity is the variance over examples of
+  the mean of q(z2|z1) at one sampled z1 each; more draws average z1's noise away."""
+  model, params = _tiny()
+  n = 256
+  batch = {"image": jnp.asarray(np.repeat(X, n, 0))}   # one x: E_q[z2|x] does not vary
+  keys = jax.random.split(jax.random.PRNGKey(0), n)
+  spread = {}
+  for draws in (1, 64):
+    counted = tl.TwoLayerVAE(model.module, z2_mean_draws=draws)
+    z2 = np.asarray(jax.jit(counted.terms)(params, batch, keys)[interface.LATENT_GROUPS]["z2"])
+    spread[draws] = float(np.var(z2))
+  assert spread[1] > 10 * spread[64] > 0   # z1's noise shows at one draw, averages away at 64
+  assert tl.TwoLayerVAE(model.module).z2_mean_draws == tl.PAPER_Z2_MEAN_DRAWS == 1
+
+
+def test_a_run_recorded_before_init_and_z2_mean_draws_keeps_its_meaning():
+  """Recorded configs lack the fields: they read as what the family then did (LeCun-normal
+  weights, z2 counted over 16 draws), so old runs resume and evaluate as they were."""
+  recorded = {"model": {"name": "two_layer_vae", "latent_dim": 4, "top_latent_dim": 2,
+                        "width": 8, "top_width": 8, "depth": 1, "activation": "tanh",
+                        "likelihood": "bernoulli"}}
+  assert set(models.upgrade_recorded(recorded)) == {"model.init", "model.z2_mean_draws"}
+  model = tl.build(ml_collections.ConfigDict(recorded), datasets.info("binarized_mnist"))
+  assert (model.module.dense_init, model.z2_mean_draws) == ("lecun_normal", 16)

@@ -11,8 +11,11 @@ A sweep config that defines ``table_layout()`` gets this table from
   reference               {(block value, column value, row value): [figure per metric]}
   reference_name          where the reference figures come from
 
-Each cell reads "ours (reference)"; several seeds of a cell are averaged
-(numbers) or listed (text). Nothing here knows which study the layout is of.
+Each cell reads "ours (reference)"; several seeds of a cell (members that differ
+only in fields outside rows, columns and blocks, e.g. ``seed``) show mean ± std,
+the sample std as the ablation table's (numbers), or each seed's value (text):
+one seed's figure alone would pass a seed's luck for the method's. Nothing here
+knows which study the layout is of.
 """
 
 from __future__ import annotations
@@ -51,8 +54,21 @@ def _value(members: list[tables.Member], keys: tuple[str, ...], fmt: str) -> str
   if not values:
     return "–"
   if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-    return format(float(np.mean(values)), fmt or "g")
-  return "/".join(dict.fromkeys(str(v) for v in values))
+    mean = format(float(np.mean(values)), fmt or "g")
+    if len(values) == 1:
+      return mean
+    return f"{mean} ± {format(float(np.std(values, ddof=1)), fmt or 'g')}"
+  return "/".join(str(v) for v in values)
+
+
+def _keys(members: list[tables.Member], fields: tuple[str, str, str]) -> set[tuple]:
+  return {tuple(m.overrides.get(f) for f in fields) for m in members}
+
+
+def _cell(members: list[tables.Member], fields: tuple[str, str, str],
+          key: tuple) -> list[tables.Member]:
+  """The members of one cell: every seed of its (block, column, row)."""
+  return [m for m in members if tuple(m.overrides.get(f) for f in fields) == key]
 
 
 def to_markdown(workdir: str, layout: dict) -> str:
@@ -76,17 +92,21 @@ def to_markdown(workdir: str, layout: dict) -> str:
     for row in values[2]:
       cells = [label(fields[2], row)]
       for column in values[1]:
-        cell = [m for m in done if (m.overrides.get(fields[0]), m.overrides.get(fields[1]),
-                                    m.overrides.get(fields[2])) == (block, column, row)]
+        cell = _cell(done, fields, (block, column, row))
         ref = reference.get((block, column, row))
         for i, (keys, _, fmt) in enumerate(layout["metrics"]):
           ours = _value(cell, tuple(keys), fmt)
           cells.append(ours + (f" ({ref[i]})" if ref is not None else ""))
       out.append("| " + " | ".join(cells) + " |")
     out.append("")
+  seeds = max((len(_cell(done, fields, key)) for key in _keys(done, fields)), default=0)
+  spread = (" Ours: mean ± std (ddof = 1) over a cell's finished seeds; text: each seed's, "
+            "/-separated." if seeds > 1 else "")
   if reference:
-    out.append(f"Cells: ours ({layout.get('reference_name', 'reference')}). "
+    out.append(f"Cells: ours ({layout.get('reference_name', 'reference')}).{spread} "
                f"{len(done)} of {len(members)} members done.")
+  elif spread:
+    out.append(spread.strip())
   return "\n".join(out)
 
 

@@ -36,16 +36,19 @@ GATED = "gated"  # h = (W x + b) * sigmoid(V x + c): the VampPrior paper's dense
 MLP_ACTIVATIONS = (*ACTIVATIONS, GATED)
 
 
-# How dense layers start: flax's LeCun-normal weights and zero biases, or PyTorch's nn.Linear
-# default (weights and biases uniform in +-1/sqrt(fan_in)), so that protocols published with
-# PyTorch code can start where theirs did.
-DENSE_INITS = ("lecun_normal", "torch")
+# How dense layers start: flax's LeCun-normal weights and zero biases, PyTorch's nn.Linear
+# default (weights and biases uniform in +-1/sqrt(fan_in)), or Glorot & Bengio's uniform
+# weights in +-sqrt(6 / (fan_in + fan_out)) with zero biases (the IWAE paper's Theano code,
+# yburda/iwae nnet.py Linear.random), so that published protocols start where theirs did.
+DENSE_INITS = ("lecun_normal", "torch", "glorot_uniform")
 
 
 def dense(h: jax.Array, features: int, name: str, init: str = "lecun_normal") -> jax.Array:
   """nn.Dense(features)(h), initialised as ``init`` says; called inside a compact module."""
   if init == "lecun_normal":
     return nn.Dense(features, name=name)(h)
+  if init == "glorot_uniform":
+    return nn.Dense(features, kernel_init=nn.initializers.glorot_uniform(), name=name)(h)
   bound = 1.0 / math.sqrt(h.shape[-1])
   uniform = lambda key, shape, dtype=jnp.float32: jax.random.uniform(  # noqa: E731
       key, shape, dtype, -bound, bound)

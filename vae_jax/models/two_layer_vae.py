@@ -10,15 +10,20 @@ whose standard deviation is exp of a linear function; pixels are Bernoulli.
 
 Config (``config.model``, with ``name = "two_layer_vae"``): latent_dim (z1),
 top_latent_dim (z2), width, top_width, depth (hidden layers of each network),
-activation; likelihood must be "bernoulli".
+activation, init (layers.DENSE_INITS: "glorot_uniform" is the paper's code's),
+z2_mean_draws (optional; absent: RECORDED_Z2_MEAN_DRAWS); likelihood must be "bernoulli".
 
 Terms: rate_z1 = log q(z1|x) - log p(z1|z2) (one draw: q(z2|z1) couples z2 to
 z1, so the KL to p(z1|z2) has no closed form under q), rate_z2 = KL(q(z2|z1)
 || N(0, I)) (analytic given the drawn z1); kl_per_dim is the two layers' per-dim
-KLs side by side. ``interface.LATENT_GROUPS`` gives E_q[z1|x] (exact) and
-E_q[z2|x] (averaged over Z2_MEAN_DRAWS draws of z1), so active units are
-counted per layer. The ``posterior`` (mutual information, pictures' codes) is
-q(z1|x): the codes are z1.
+KLs side by side. ``interface.LATENT_GROUPS`` gives E_q[z1|x] (exact) and the
+mean of q(z2|z1) averaged over ``z2_mean_draws`` draws of z1 ~ q(z1|x), so
+active units are counted per layer. The paper's code counts z2 at one draw of
+z1 per example (yburda/iwae iwae.py get_units_variances), so the spread z1's
+noise passes to z2's mean counts as activity; more draws approach
+E_q[z2|x] = E_{q(z1|x)}[mean of q(z2|z1)] and count fewer units
+(docs/objectives.md). The ``posterior`` (mutual information, pictures' codes)
+is q(z1|x): the codes are z1.
 
 Parameters: {'q1', 'q2'} (q) and {'p1', 'px'} (p): ``posterior_params`` tells
 DReG which is which.
@@ -41,27 +46,37 @@ from vae_jax.data import datasets
 from vae_jax.models import interface
 from vae_jax.models import layers
 
-Z2_MEAN_DRAWS = 16      # draws of z1 averaged into E_q[z2|x] for the active-unit count
+# Draws of z1 averaged into the mean of q(z2|z1) for z2's active-unit count: the paper's
+# code takes one; runs recorded without model.z2_mean_draws counted with 16, and a config
+# without the field still does, so a run and its resumption count alike.
+PAPER_Z2_MEAN_DRAWS = 1
+RECORDED_Z2_MEAN_DRAWS = 16
 _LAYER2_STREAM = 1      # fold_in tags: z2's noise and the E_q[z2|x] draws use their own keys
-# Its configs start from configs/default.py, whose model.init came later (this family
-# ignores it); runs recorded before then read as that default.
-ADDED_FIELDS = {"init": "lecun_normal"}
+# Its configs start from configs/default.py, whose model.init came later: runs recorded
+# before then read as that default (which is what the family then used, whatever the field).
+ADDED_FIELDS = {"init": "lecun_normal", "z2_mean_draws": RECORDED_Z2_MEAN_DRAWS}
 _MEAN_STREAM = 2
 
 
 class _GaussianLayer(nn.Module):
-  """Hidden tanh layers, then a Gaussian's mean and log-variance (2 x the log-std)."""
+  """Hidden tanh layers, then a Gaussian's mean and log-variance (2 x the log-std).
+
+  The std is exp of a linear function of the last hidden layer, as in the paper's code
+  (yburda/iwae iwae.py GaussianSampler.random: Linear then Exponential), not a softplus.
+  """
   out_dim: int
   width: int
   depth: int
   activation: str
+  dense_init: str = "lecun_normal"   # layers.DENSE_INITS ("init" is flax's Module.init)
 
   @nn.compact
   def __call__(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
     act = layers.ACTIVATIONS[self.activation]
     for i in range(self.depth):
-      h = act(nn.Dense(self.width, name=f"hidden_{i}")(h))
-    return nn.Dense(self.out_dim, name="mean")(h), 2.0 * nn.Dense(self.out_dim, name="log_std")(h)
+      h = act(layers.dense(h, self.width, f"hidden_{i}", self.dense_init))
+    return (layers.dense(h, self.out_dim, "mean", self.dense_init),
+            2.0 * layers.dense(h, self.out_dim, "log_std", self.dense_init))
 
 
 class TwoLayer(nn.Module):
@@ -72,13 +87,15 @@ class TwoLayer(nn.Module):
   top_width: int = 100
   depth: int = 2
   activation: str = "tanh"
+  dense_init: str = "lecun_normal"   # model.init (layers.DENSE_INITS), every dense layer
 
   def setup(self):
-    self.q1 = _GaussianLayer(self.latent_dim, self.width, self.depth, self.activation)
-    self.q2 = _GaussianLayer(self.top_latent_dim, self.top_width, self.depth, self.activation)
-    self.p1 = _GaussianLayer(self.latent_dim, self.top_width, self.depth, self.activation)
+    args = (self.depth, self.activation, self.dense_init)
+    self.q1 = _GaussianLayer(self.latent_dim, self.width, *args)
+    self.q2 = _GaussianLayer(self.top_latent_dim, self.top_width, *args)
+    self.p1 = _GaussianLayer(self.latent_dim, self.top_width, *args)
     self.px = layers.Decoder(tuple(self.image_shape), "mlp", self.width, self.depth,
-                             self.activation)
+                             self.activation, dense_init=self.dense_init)
 
   def encode1(self, x: jax.Array):
     return self.q1(x.reshape(x.shape[0], -1))
@@ -111,6 +128,7 @@ def _flat_apply(fn, z: jax.Array):
 class TwoLayerVAE(interface.Model):
   """The family's model (see the module docstring); hashable, so a static jit argument."""
   module: TwoLayer
+  z2_mean_draws: int = PAPER_Z2_MEAN_DRAWS
 
   @property
   def latent_dim(self) -> int:
@@ -192,8 +210,8 @@ class TwoLayerVAE(interface.Model):
     kl1 = d["log_q1"] - d["log_p1"]
     kl2 = d["q2"].kl_per_dim()
     rate_z1, rate_z2 = jnp.sum(kl1, -1), jnp.sum(kl2, -1)
-    # E_q[z2|x] = E_{q(z1|x)} [mean of q(z2|z1)]: a diagnostic, no gradient.
-    z1s = q1.sample_indexed(_fold(keys, _MEAN_STREAM), jnp.arange(Z2_MEAN_DRAWS))
+    # The mean of q(z2|z1) over z2_mean_draws draws of z1: a diagnostic, no gradient.
+    z1s = q1.sample_indexed(_fold(keys, _MEAN_STREAM), jnp.arange(self.z2_mean_draws))
     z2_mean = jax.lax.stop_gradient(jnp.mean(self._q2(params, z1s).mean, axis=1))
     return {"elbo": d["log_px"] - rate_z1 - rate_z2, "rate": rate_z1 + rate_z2,
             "distortion": -d["log_px"], "rate_z1": rate_z1, "rate_z2": rate_z2,
@@ -242,6 +260,9 @@ def validate(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> None
     checks.number(config, field, minimum=1, integer=True)
   checks.number(config, "model.depth", minimum=0, integer=True)
   checks.choice(config, "model.activation", layers.ACTIVATIONS)
+  checks.choice(config, "model.init", layers.DENSE_INITS)
+  if "z2_mean_draws" in config.model:
+    checks.number(config, "model.z2_mean_draws", minimum=1, integer=True)
   if checks.get(config, "model.likelihood") != "bernoulli":
     checks.fail("model.likelihood", config.model.likelihood,
                 "this family's p(x|z1) is Bernoulli; use 'bernoulli'")
@@ -251,4 +272,6 @@ def build(config: ml_collections.ConfigDict, data: datasets.DataInfo) -> TwoLaye
   m = config.model
   return TwoLayerVAE(TwoLayer(image_shape=tuple(data.image_shape), latent_dim=m.latent_dim,
                               top_latent_dim=m.top_latent_dim, width=m.width,
-                              top_width=m.top_width, depth=m.depth, activation=m.activation))
+                              top_width=m.top_width, depth=m.depth, activation=m.activation,
+                              dense_init=m.init),
+                     z2_mean_draws=m.get("z2_mean_draws", RECORDED_Z2_MEAN_DRAWS))
