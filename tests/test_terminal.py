@@ -62,3 +62,19 @@ def test_a_sweep_without_results_gets_one_line_not_one_per_member(tmp_path, capl
   assert lines[0].startswith("Not pictured: 21 sweep members without results: "
                              "11 failed (objective.beta=0, objective.beta=2, "
                              "objective.beta=4, ... (8 more)); 10 missing ("), lines[0]
+
+
+@pytest.mark.slow
+def test_tensorflows_start_up_lines_do_not_reach_the_terminal(tmp_path):
+  """TF prints a oneDNN notice (and absl's "before InitializeLog" lines) from C++ as it
+  loads, on CPUs where it enables oneDNN (Intel Xeons here), past every Python filter.
+  A command that loads TF and then refuses shows its one line and nothing else."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+  proc = subprocess.run([sys.executable, "-m", "experiments.tables",
+                         f"--workdir={tmp_path / 'none'}"], capture_output=True, text=True,
+                        cwd=REPO, env=env, timeout=300)
+  lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+  assert proc.returncode == 1
+  assert len(lines) == 1 and lines[0].startswith("FATAL"), lines
