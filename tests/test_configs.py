@@ -24,6 +24,16 @@ ARGUMENTS = {
              "optim.learning_rate": 1e-3, "data.name": "dsprites_procedural"},
         "beta=16,seed=1": {"objective.beta": 16.0, "seed": 1, "num_train_steps": 300},
         "protocol=paper": {"num_train_steps": 300_000, "optim.learning_rate": 1e-4}},
+    "configs/dsprites_study.py": {
+        "": {"objective.regularizer": "beta_vae", "objective.beta": 1.0, "seed": 0,
+             "num_train_steps": 300, "objective.iteration_threshold": 100},
+        "model=annealed_vae,seed=1": {"objective.regularizer": "annealed_vae",
+                                      "objective.c_max": 5.0, "objective.gamma": 1000.0,
+                                      "seed": 1},
+        "model=dip_vae_ii,protocol=paper": {"objective.regularizer": "dip_vae_ii",
+                                            "objective.lambda_d_factor": 1.0,
+                                            "objective.iteration_threshold": 100_000,
+                                            "num_train_steps": 300_000}},
     "configs/beta.py": {
         "": {"objective.beta": 1.0, "model.latent_dim": 20, "seed": 0},
         "beta=4": {"objective.beta": 4.0, "model.latent_dim": 20},
