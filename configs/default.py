@@ -71,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.objective.lambda_d_factor = 10.0      # dip_vae_*: diagonal weight / lambda_od
 
   config.optim = ml_collections.ConfigDict()
-  config.optim.optimizer = "adam"        # "adam" | "adamw" | "sgd"
+  config.optim.optimizer = "adam"        # "adam" | "adamw" | "sgd" | "adam_iwae" (the IWAE code's)
   config.optim.learning_rate = 1e-3
   # "constant" | "cosine" | "step" (x decay_factor at each of decay_epochs) | "exponential"
   # (x decay_rate per epoch) | "iwae_3i" (the IWAE paper's: lr x 10^(-i/7) for 3^i epochs)

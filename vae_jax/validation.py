@@ -23,7 +23,7 @@ from vae_jax.data import pipeline
 from vae_jax.data import splits
 from vae_jax.objectives import training_objectives
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "adam_iwae")
 SCHEDULES = ("constant", "cosine", "step", "exponential", "iwae_3i",
              "iwae_3i_stretched")
 SELECTION_METRICS = ("neg_elbo", "nll")

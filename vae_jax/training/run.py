@@ -145,7 +145,8 @@ def set_up(members: list[members_lib.Member], start_time: float, main_process: b
     split = population.choose_split(len(members), parallel.device_count(), split)
   except ValueError as e:
     raise validation.ConfigError(str(e)) from None
-  tx = state_lib.make_optimizer(config.optim, total_steps, steps_per_epoch)
+  tx = state_lib.make_optimizer(config.optim, total_steps, steps_per_epoch,
+                               batch_size=config.batch_size)
   for member in members:
     member.model = models.build(member.config, dataset.info)
     member.template = state_lib.create_train_state(member.config.seed, member.model, tx,
@@ -174,7 +175,8 @@ def set_up(members: list[members_lib.Member], start_time: float, main_process: b
     state = population.stack([population.pad_state(s, big.template) if padded else s
                               for s in states])
   optimizer = lambda lr: state_lib.make_optimizer(config.optim, total_steps, steps_per_epoch,
-                                                  learning_rate=lr)
+                                                  learning_rate=lr,
+                                                  batch_size=config.batch_size)
   train_chunk = training.DataParallelTrainChunk(
       big.model if padded else members[0].model, tx,
       training.spec_from_config(config, num_train, preprocessing, split, dataset.render),
