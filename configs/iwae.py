@@ -137,7 +137,6 @@ def sweep() -> list[dict]:
 
 def table_layout() -> dict:
   """The paper's layout for experiments.tables (vae_jax/analysis/paper_table.py)."""
-  objectives = {v: k for k, v in OBJECTIVES.items()}
   names = {layers: LAYERS[layers]["model.name"] for layers in LAYERS}
   return {
       "rows": "objective.num_samples", "columns": "objective.name", "blocks": "model.name",

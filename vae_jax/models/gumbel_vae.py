@@ -48,7 +48,6 @@ from vae_jax.core import likelihoods
 from vae_jax.data import datasets
 from vae_jax.models import interface
 from vae_jax.models import layers
-from vae_jax.objectives import iwae
 
 
 class CategoricalVAE(nn.Module):
