@@ -39,6 +39,13 @@ def _model(setting: dict[str, Any]) -> str:
   return str(setting.get(MODEL_FIELD) or "beta_vae")
 
 
+def _in_order(models) -> list[str]:
+  """The models present, in the paper's order (``MODELS``), any other after them."""
+  order = list(MODELS)
+  return sorted(dict.fromkeys(models), key=lambda m: (order.index(m) if m in order
+                                                      else len(order), m))
+
+
 def columns(ab: tables.Ablation) -> list[str]:
   return [k for k in ab.metrics if k in BASE_METRICS or k.startswith("disentanglement.")]
 
@@ -48,7 +55,7 @@ def to_markdown(ab: tables.Ablation) -> str:
   names = {key: md for key, md, *_ in tables.METRICS}
   keys = columns(ab)
   out = [f"# Models ({tables.summary_line(ab)})", ""]
-  for model in dict.fromkeys(_model(r.setting) for r in ab.rows):
+  for model in _in_order(_model(r.setting) for r in ab.rows):
     title, field = MODELS.get(model, (model, None))
     rows = [r for r in ab.rows if _model(r.setting) == model]
     out += [f"## {title}", "",
@@ -90,7 +97,7 @@ def plot_spread(ab: tables.Ablation, path: str) -> None:
   for i, key in enumerate(keys):
     ax = fig.add_subplot(rows, cols, i + 1)
     by_model = spread(ab, key)
-    labels = list(by_model)
+    labels = _in_order(by_model)
     ax.boxplot([by_model[m] for m in labels], widths=0.5, showfliers=False)
     for j, model in enumerate(labels):
       values = by_model[model]
