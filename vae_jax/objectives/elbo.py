@@ -105,8 +105,14 @@ def training_loss(terms: Terms, beta: jax.Array, free_bits: float | jax.Array,
   else:
     rate_term = jnp.mean(terms["rate"])
   loss = distortion + beta * rate_term
-  metrics = {"loss": loss, "distortion": distortion, "beta": beta}
-  for key, value in terms.items():  # elbo, rate and any family's own per-example figures
-    if key not in metrics and key not in NOT_REPORTED and jnp.ndim(value) == 1:
-      metrics[key] = jnp.mean(value)
-  return loss, metrics
+  return loss, with_term_means({"loss": loss, "distortion": distortion, "beta": beta}, terms)
+
+
+def with_term_means(metrics: dict, terms: Terms) -> dict:
+  """``metrics`` plus the batch mean of every per-example term they do not have yet: the
+  elbo, the rate and any family's own per-example figures."""
+  out = dict(metrics)
+  for key, value in terms.items():
+    if key not in out and key not in NOT_REPORTED and jnp.ndim(value) == 1:
+      out[key] = jnp.mean(value)
+  return out

@@ -70,11 +70,6 @@ def capacity(step: jax.Array, c_max: Scalar, iteration_threshold: Scalar) -> jax
   return jnp.minimum(c_max * 1.0, c_max * step.astype(jnp.float32) / iteration_threshold)
 
 
-def gaussian_log_density(z: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
-  """log N(z; mean, exp(logvar)) per coordinate (broadcasting)."""
-  return D.gaussian_log_prob_per_dim(z, mean, logvar)
-
-
 def total_correlation(z: jax.Array, mean: jax.Array, logvar: jax.Array,
                       axis_name: Optional[str] = None) -> jax.Array:
   """Minibatch-weighted estimate of TC = KL(q(z) || prod_l q(z_l)), the batch mean.
@@ -87,7 +82,8 @@ def total_correlation(z: jax.Array, mean: jax.Array, logvar: jax.Array,
   """
   all_mean = parallel.gather(mean, axis_name) if axis_name else mean
   all_logvar = parallel.gather(logvar, axis_name) if axis_name else logvar
-  log_q = gaussian_log_density(z[:, None, :], all_mean[None], all_logvar[None])  # [j, i, l]
+  log_q = D.gaussian_log_prob_per_dim(z[:, None, :], all_mean[None],
+                                      all_logvar[None])  # [j, i, l]: log q(z_j,l | x_i)
   log_q_product = jnp.sum(jax.nn.logsumexp(log_q, axis=1), axis=1)
   log_q_joint = jax.nn.logsumexp(jnp.sum(log_q, axis=2), axis=1)
   return jnp.mean(log_q_joint - log_q_product)

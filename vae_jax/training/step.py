@@ -244,10 +244,8 @@ def regularized_loss(spec: TrainSpec, hyper: population.Hyper, terms: dict,
   penalty, extra = regularizers.regularizer(spec.regularizer, values, q, z, terms["rate"],
                                             state.step, axis, model_term)
   loss = distortion + penalty
-  metrics = {"loss": loss, "distortion": distortion, "regularizer": penalty, **extra}
-  for key, value in terms.items():
-    if key not in metrics and key not in elbo.NOT_REPORTED and jnp.ndim(value) == 1:
-      metrics[key] = jnp.mean(value)
+  metrics = elbo.with_term_means(
+      {"loss": loss, "distortion": distortion, "regularizer": penalty, **extra}, terms)
   if spec.auxiliary is not None:
     metrics["codes"] = jax.lax.stop_gradient(z)
   return loss, metrics
