@@ -3,7 +3,8 @@
 A small version of the dSprites model (8-channel stages) trains 20 steps on
 dsprites_procedural in this process; the entry point scores it in a subprocess
 with small sample counts, writes disentanglement.json and the traversals, and
-leaves the rest of the run as it was; a second scoring is refused.
+leaves the rest of the run as it was; a second scoring is refused, and a later
+one adds only the metrics the file lacks.
 """
 
 import json
@@ -16,7 +17,9 @@ import pytest
 from configs import dsprites as dsprites_config
 from tests.conftest import REPO
 from tests.conftest import set_fields
+from vae_jax.evaluation.disentanglement import scoring
 from vae_jax.training import loop as train
+from vae_jax.training import workdir as workdir_lib
 
 pytestmark = pytest.mark.slow
 
@@ -59,3 +62,12 @@ def test_scores_a_tiny_run_and_writes_only_its_json(tmp_path):
   assert os.path.getsize(picture) > 1000
   again = subprocess.run(command[:-1], cwd=REPO, capture_output=True, text=True, timeout=300)
   assert again.returncode != 0 and "already scored" in again.stderr
+  # A later scoring adds only what the file lacks and keeps every earlier score as it was.
+  with pytest.raises(workdir_lib.WorkdirError, match="--seed=0; the run now selects step 20"):
+    scoring.score_run(workdir, seed=1, scale=["0.05"], metrics=["dci"])
+  merged = scoring.score_run(workdir, scale=["0.05"], metrics=["mig", "dci"])
+  assert set(merged["scores"]) == set(scores) | {"dci"} and merged["added"][0]["metrics"] == ["dci"]
+  assert all(merged["scores"][name] == scores[name] for name in scores)
+  assert merged["scale"] == {**record["scale"], "dci": 0.05} and merged["step"] == 20
+  assert 0.0 <= merged["scores"]["dci"]["disentanglement"] <= 1.0
+  assert scoring.missing_metrics(merged) == [] and scoring.read_record(workdir) == merged

@@ -9,7 +9,10 @@ Each metric gets its own ``RandomState(seed)`` (disentanglement_lib's
 metrics do not depend on which others ran. ``scale`` multiplies the sample
 counts, of every metric or of named ones (1: disentanglement_lib's defaults); the
 counts used are recorded with each metric, as is its time.
-The file is written next to results.json and never replaced.
+The file is written next to results.json. A run already scored gains only the
+metrics its file lacks (scored at the same checkpoint and seed); a metric in the
+file is never recomputed or replaced, so adding DCI to a sweep scored without it
+costs DCI alone.
 """
 
 from __future__ import annotations
@@ -128,28 +131,58 @@ def selected_step(workdir: str) -> Optional[int]:
 
 def score_run(workdir: str, *, seed: int = 0, scale: Optional[list[str]] = None,
               metrics: Optional[list[str]] = None) -> dict[str, Any]:
-  """Scores the run in ``workdir`` and writes WORKDIR/disentanglement.json (refused if present)."""
+  """Scores the run in ``workdir`` into WORKDIR/disentanglement.json: the metrics it lacks.
+
+  A first scoring writes the file; a later one adds the requested metrics the file
+  does not hold yet, keeping every score in it, and is refused when there are none
+  (the scores are deterministic) or when the run now selects another checkpoint or
+  the seed differs (one file, one representation and one seed).
+  """
   start = time.time()
   workdir = os.path.abspath(workdir)
   out_path = os.path.join(workdir, OUTPUT_FILE)
-  if os.path.exists(out_path):
-    raise workdir_lib.WorkdirError(f"{out_path} exists: this run was already scored (the "
-                                   f"scores are deterministic). Move it away to rescore.")
   unknown = sorted(set(metrics or ()) - set(METRICS))
   if unknown:
     raise ValueError(f"--metrics: unknown {unknown}; valid: {', '.join(METRICS)}.")
   scales = parse_scale(scale)
-  run = saved_run.load_run(workdir, selected_step(workdir))
+  earlier = workdir_lib.read_json(out_path)
+  todo = missing_metrics(earlier, metrics)
+  if not todo:
+    raise workdir_lib.WorkdirError(
+        f"{out_path} exists and holds every metric asked for: this run was already scored "
+        f"(the scores are deterministic). Move it away to rescore.")
+  step = selected_step(workdir)
+  run = saved_run.load_run(workdir, step)
+  if earlier is not None and (earlier["step"], earlier["seed"]) != (run.step, seed):
+    raise workdir_lib.WorkdirError(
+        f"{out_path} scored step {earlier['step']} with --seed={earlier['seed']}; the run now "
+        f"selects step {run.step} and this is --seed={seed}: one file holds one checkpoint's "
+        f"scores at one seed. Move it away to rescore.")
   sampler = datasets.ground_truth_sampler(run.dataset.name, run.config.data.manual_dir)
   representation = encoder_mean(run.model, run.params, run.preprocessing, run.config.eval.seed)
-  scores = score_all(sampler, representation, seed=seed, scales=scales, metrics=metrics)
-  record = {"step": run.step, "checkpoint": run.checkpoint, "dataset": run.dataset.name,
-            "representation": "encoder mean", "seed": seed, "scale": scales,
-            "factors": list(sampler.grid.names), "scores": scores,
-            "wall_time_s": time.time() - start, "versions": workdir_lib.versions()}
+  scores = score_all(sampler, representation, seed=seed, scales=scales, metrics=todo)
+  if earlier is None:
+    record = {"step": run.step, "checkpoint": run.checkpoint, "dataset": run.dataset.name,
+              "representation": "encoder mean", "seed": seed,
+              "scale": {name: scales[name] for name in todo}, "factors": list(sampler.grid.names),
+              "scores": scores, "wall_time_s": time.time() - start,
+              "versions": workdir_lib.versions()}
+  else:
+    record = {**earlier, "scale": {**earlier["scale"], **{name: scales[name] for name in todo}},
+              "scores": {**earlier["scores"], **scores},
+              "added": [*earlier.get("added", []),
+                        {"metrics": todo, "wall_time_s": time.time() - start,
+                         "versions": workdir_lib.versions()}]}
   workdir_lib.write_json(out_path, record)
-  logging.info("Wrote %s", out_path)
+  logging.info("Wrote %s (%s)", out_path, ", ".join(todo))
   return record
+
+
+def missing_metrics(record: Optional[dict[str, Any]],
+                    metrics: Optional[list[str]] = None) -> list[str]:
+  """The metrics asked for (default: all) that a disentanglement.json (or None) lacks."""
+  held = (record or {}).get("scores", {})
+  return [name for name in metrics or list(METRICS) if name not in held]
 
 
 def headline(record: dict[str, Any]) -> dict[str, float]:
