@@ -372,6 +372,15 @@ def test_a_study_of_models_gets_one_table_per_model_and_their_spread(tmp_path):
   spread = model_study.spread(ab, "disentanglement.mig.discrete_mig")
   assert sorted(spread["factor_vae"]) == sorted(v for k, v in mig.items() if "factor" in k)
   assert len(spread["dip_vae_ii"]) == 2
+  # Seeds against hyperparameters: only FactorVAE has two settings with two seeds each.
+  means = [np.mean([v for k, v in mig.items() if f"gamma={g}," in k]) for g in (10.0, 40.0)]
+  stds = [np.std([v for k, v in mig.items() if f"gamma={g}," in k], ddof=1) for g in (10.0, 40.0)]
+  pair = model_study.seed_and_setting_spread(ab, "factor_vae", "disentanglement.mig.discrete_mig")
+  assert pair == pytest.approx((np.mean(stds), np.std(means, ddof=1)))
+  assert model_study.seed_and_setting_spread(ab, "dip_vae_ii", "rate") is None
+  seeds = md.split("## Seeds against hyperparameters")[1]
+  assert f"| MIG | {pair[0]:.3g} / {pair[1]:.3g} |  |" in seeds
+  assert f"in {int(pair[0] > pair[1])} of 1 (model, score) pairs" in seeds
   table, png = model_study.write(ab)
   assert os.path.exists(table)
   _assert_png(png)

@@ -2,14 +2,15 @@
 Locatello et al. (2019) report theirs: each model with its own hyperparameter, each
 metric as mean ± std over seeds per value, and each metric's spread over all of a
 model's runs (values and seeds together) side by side: the paper's violin plots, which
-show whether any model dominates and how much seeds move a score.
+show whether any model dominates and how much seeds move a score; and per model and
+metric, the seeds' spread against the hyperparameter's.
 """
 
 from __future__ import annotations
 
 import os
 import textwrap
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -71,7 +72,48 @@ def to_markdown(ab: tables.Ablation) -> str:
             f" ± {stat.std:.3f}" if stat.std is not None else ""))
       out.append("| " + " | ".join(cells) + " |")
     out.append("")
-  return "\n".join(out)
+  return "\n".join(out + seeds_against_settings(ab))
+
+
+def seed_and_setting_spread(ab: tables.Ablation, model: str,
+                            key: str) -> Optional[tuple[float, float]]:
+  """(the mean over the model's settings of the std over seeds, the std over its settings of
+  the seed means) of ``key``; None without two settings of two or more seeds."""
+  stats = [r.stats[key] for r in ab.rows if _model(r.setting) == model and key in r.stats
+           and r.stats[key].std is not None]
+  if len(stats) < 2:
+    return None
+  return (float(np.mean([s.std for s in stats])),
+          float(np.std([s.mean for s in stats], ddof=1)))
+
+
+def seeds_against_settings(ab: tables.Ablation) -> list[str]:
+  """Markdown lines: per metric and model, whether seeds or the hyperparameter moved it more.
+
+  Locatello et al.'s finding that random seeds matter as much as hyperparameters, put as
+  two spreads of the same metric: a pair whose first figure is the larger is one where the
+  seeds moved the score more than the model's hyperparameter values did.
+  """
+  names = {key: md for key, md, *_ in tables.METRICS}
+  models = _in_order(_model(r.setting) for r in ab.rows)
+  lines, seeds_win, pairs = [], 0, 0
+  for key in columns(ab):
+    cells = []
+    for model in models:
+      pair = seed_and_setting_spread(ab, model, key)
+      cells.append("" if pair is None else f"{pair[0]:.3g} / {pair[1]:.3g}")
+      if pair is not None and key.startswith("disentanglement."):
+        pairs += 1
+        seeds_win += pair[0] > pair[1]
+    lines.append(f"| {names[key]} | " + " | ".join(cells) + " |")
+  if not pairs:
+    return []
+  return ["## Seeds against hyperparameters", "",
+          "Per model: the mean over its settings of the std over seeds / the std over its "
+          "settings of the seed means. The seeds moved a disentanglement score more than the "
+          f"hyperparameter did in {seeds_win} of {pairs} (model, score) pairs.", "",
+          "| metric | " + " | ".join(MODELS.get(m, (m,))[0] for m in models) + " |",
+          "|---|" + "---:|" * len(models), *lines, ""]
 
 
 def spread(ab: tables.Ablation, key: str) -> dict[str, list[float]]:
