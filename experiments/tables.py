@@ -18,6 +18,7 @@ from absl import flags
 from vae_jax.analysis import model_study
 from vae_jax.analysis import paper_table
 from vae_jax.analysis import plots
+from vae_jax.analysis import table_formats
 from vae_jax.analysis import tables
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A sweep directory (with sweep.json).",
@@ -28,8 +29,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   ablation = tables.summarize(_WORKDIR.value)
-  paths = tables.write_tables(ablation) + plots.write_plots(ablation)
-  print(tables.to_markdown(ablation))
+  paths = table_formats.write_tables(ablation) + plots.write_plots(ablation)
+  print(table_formats.to_markdown(ablation))
   if model_study.applies(ablation):  # several disentanglement models: one table each
     paths += model_study.write(ablation)
     print("\n" + model_study.to_markdown(ablation))

@@ -12,6 +12,7 @@ from PIL import Image
 
 from tests.conftest import REPO
 from vae_jax.analysis import plots
+from vae_jax.analysis import table_formats
 from vae_jax.analysis import tables
 
 METRICS = ("neg_elbo", "nll", "rate", "distortion", "active_units", "mutual_information")
@@ -96,7 +97,7 @@ def test_rows_statistics_and_files(tmp_path, field, values, pngs):
   _write(os.path.join(root, "tables", "mine.json"), {"user": "file"})  # not ours: kept
   before = _listing(root)
   ab = tables.summarize(root)
-  paths = tables.write_tables(ab) + plots.write_plots(ab)
+  paths = table_formats.write_tables(ab) + plots.write_plots(ab)
 
   # One row per setting, sorted numerically (0.5 < 2 < 10, not as text); 2 seeds each.
   assert ab.swept == (field,)
@@ -139,7 +140,7 @@ def test_rows_statistics_and_files(tmp_path, field, values, pngs):
   made = {os.path.join("tables", f"ablation.{e}") for e in ("md", "csv", "tex")}
   made |= {os.path.join("plots", name) for name in pngs}
   assert _listing(root) == sorted(set(before) | made)
-  tables.write_tables(ab)  # regenerating is allowed
+  table_formats.write_tables(ab)  # regenerating is allowed
   assert json.load(open(os.path.join(root, "tables", "mine.json"))) == {"user": "file"}
 
 
@@ -153,7 +154,7 @@ def test_failed_and_missing_members_are_reported(tmp_path):
   assert [(r.setting["objective.beta"], r.n) for r in ab.rows] == [(1.0, 1), (4.0, 1)]
   only = written["objective.beta=1.0,seed=0"]["test"]
   assert ab.rows[0].stats["rate"].mean == only["rate"] and ab.rows[0].stats["rate"].std is None
-  tables.write_tables(ab)
+  table_formats.write_tables(ab)
   md = open(os.path.join(root, "tables", "ablation.md"), encoding="utf-8").read()
   assert f"| 1 | 1 | {only['neg_elbo']:.2f} |" in md  # n = 1: the mean only, no ±
   assert "n = 1" in md and "±" not in md.split("\n\n")[1]
@@ -232,9 +233,9 @@ def test_runs_scored_without_iwae_have_no_nll_column(tmp_path):
       f"objective.beta={b},seed={s}": {"k": 0} for b in (1.0, 2.0) for s in (0, 1)})
   ab = tables.summarize(root)
   assert "nll" not in ab.metrics and ab.num_importance_samples is None
-  md = tables.to_markdown(ab)
+  md = table_formats.to_markdown(ab)
   assert "NLL not evaluated (k = 0)" in md and "| NLL" not in md
-  assert "nll_mean" not in tables.to_csv(ab)
+  assert "nll_mean" not in table_formats.to_csv(ab)
 
 
 def _likelihood_sweep(root, odd=None):
@@ -270,16 +271,16 @@ def test_a_likelihood_sweep_shows_each_rows_pixels_and_bits_per_dim(tmp_path):
   learned = [written[f"model.likelihood=gaussian_learned,seed={s}"]["test"] for s in (0, 1)]
   assert ab.rows[1].stats["nll_bits_per_dim"].mean == pytest.approx(
       np.mean([t["nll_bits_per_dim"] for t in learned]), rel=1e-12)
-  md = tables.to_markdown(ab)
+  md = table_formats.to_markdown(ab)
   assert "| likelihood | pixels | unit | n |" in md and "NLL bits/dim (IWAE, k=5000)" in md
   assert "pixels by row" in md and "units by row" in md and "not comparable" in md
   bernoulli = md.split("\n")[4]
   assert bernoulli.startswith("| bernoulli | binary | nats per example | 2 |")
   assert bernoulli.endswith("| — | — |")  # no bits/dim for binary data
-  with open(os.path.join(tables.write_tables(ab)[1]), encoding="utf-8") as f:
+  with open(os.path.join(table_formats.write_tables(ab)[1]), encoding="utf-8") as f:
     parsed = list(csv.DictReader(f))
   assert [line["dataset.preprocessing"] for line in parsed] == ["binary", "dequantize"]
-  assert "\\begin{tabular}" in tables.to_latex(ab)
+  assert "\\begin{tabular}" in table_formats.to_latex(ab)
 
 
 def test_pixels_must_still_agree_within_a_likelihood_and_elsewhere(tmp_path):
@@ -315,7 +316,7 @@ def test_runs_with_validation_show_it_and_pool_over_early_stopped_lengths(tmp_pa
   (row,) = ab.rows
   assert row.stats["validation.neg_elbo"].mean == pytest.approx(91.0)
   assert row.stats["selection.checkpoint_step"].mean == pytest.approx(110.0)
-  assert "validation −ELBO" in tables.to_markdown(ab)
+  assert "validation −ELBO" in table_formats.to_markdown(ab)
 
 
 def test_members_scored_for_disentanglement_gain_the_metric_columns(tmp_path):
@@ -337,7 +338,7 @@ def test_members_scored_for_disentanglement_gain_the_metric_columns(tmp_path):
     stat = row.stats["disentanglement.mig.discrete_mig"]
     assert stat.mean == pytest.approx(np.mean(values))
     assert stat.std == pytest.approx(np.std(values, ddof=1))
-  md = tables.to_markdown(ab)
+  md = table_formats.to_markdown(ab)
   assert "| MIG" in md and "BetaVAE" in md and "0.100 ± 0.071" in md
   assert "disentanglement_vs_beta.png" in [os.path.basename(p) for p in plots.write_plots(ab)]
 
