@@ -84,20 +84,27 @@ def test_a_program_of_one_product_runs_near_its_roofline():
 
   found = roofline.products(program, lhs, rhs)
   assert [p.count for p in found] == [repeats]
-  seconds = roofline.time_products(found, min_seconds=0.1, repeats=3)
-  assert all(s > 0 for s in seconds.values())
-  limit = roofline.roofline_seconds(found, seconds)
-  assert limit == pytest.approx(repeats * seconds[found[0].key])
   compiled = jax.jit(program)
   compiled(lhs, rhs).block_until_ready()
-  elapsed = []
+  # The product alone and the program are timed in turn, a round at a time, so a load that
+  # comes and goes on a shared machine falls on both; a miscount of the products (the
+  # property tested) is off by a factor of `repeats`, far outside the band in every round.
+  ratios = []
   for _ in range(3):
-    start = time.perf_counter()
-    compiled(lhs, rhs).block_until_ready()
-    elapsed.append(time.perf_counter() - start)
-  ratio = limit / min(elapsed)
-  print("roofline ratio of a one-product program:", ratio)
-  assert 0.3 < ratio < 3.0
+    seconds = roofline.time_products(found, min_seconds=0.1, repeats=3)
+    assert all(s > 0 for s in seconds.values())
+    limit = roofline.roofline_seconds(found, seconds)
+    assert limit == pytest.approx(repeats * seconds[found[0].key])
+    elapsed = []
+    for _ in range(3):
+      start = time.perf_counter()
+      compiled(lhs, rhs).block_until_ready()
+      elapsed.append(time.perf_counter() - start)
+    ratios.append(limit / min(elapsed))
+    if 0.3 < ratios[-1] < 3.0:
+      break
+  print("roofline ratio of a one-product program, by round:", ratios)
+  assert 0.3 < ratios[-1] < 3.0, ratios
 
 
 def test_products_alone_run_every_product_as_often_as_the_program_does():
