@@ -72,12 +72,21 @@ def test_each_model_gives_the_same_parameters_on_one_and_two_devices(tmp_path):
     np.testing.assert_allclose(two[key], value, atol=2e-5, err_msg=key)
 
 
+# FactorVAE runs fewer steps. Both its networks train with Adam, whose step is about ±lr for a
+# gradient near zero whatever its size, so the float rounding that differs between device counts
+# flips a few such steps. Through γ·TC that reaches the encoder: on an AMD EPYC, 8 steps moved
+# a few encoder weights by 1e-3, one Adam step, while 4 steps stayed within 6e-6 (the
+# discriminator's Adam moments included, which would show a mis-scaled gradient).
+STEPS = {"factor_vae": 4}
+
+
 def final_parameters(steps=8) -> dict:
-  """Every model's parameters (and FactorVAE's discriminator's) after ``steps`` steps."""
+  """Every model's parameters (and FactorVAE's discriminator's and its moments) after ``steps``
+  steps (FactorVAE: STEPS)."""
   out = {}
   for name, setting in ON.items():
     state, metrics = test_regularizers._train({"objective.regularizer": name, **setting},
-                                              steps)
+                                              STEPS.get(name, steps))
     assert np.all(np.isfinite(metrics["loss"])), name
     leaves = jax.tree_util.tree_leaves_with_path({"params": state.params, "aux": state.aux})
     for path, leaf in leaves:
