@@ -144,7 +144,8 @@ def table_layout() -> dict:
                  "objective.name": {OBJECTIVES["vae"]: "VAE", OBJECTIVES["iwae"]: "IWAE"},
                  "model.name": {names[1]: "1 stochastic layer", names[2]: "2 stochastic layers"}},
       "metrics": [(("nll",), "NLL", ".2f"),
-                  (("active_units_by_layer", "active_units"), "active units", "")],
+                  # one layer: mean ± std of the seeds' counts; two: each seed's "z1+z2"
+                  (("active_units_by_layer", "active_units"), "active units", ".1f")],
       "reference": {(names[layers], OBJECTIVES[objective], k): [f"{nll:.2f}", units]
                     for (layers, objective, k), (nll, units) in PAPER.items()},
       "reference_name": "Burda et al. 2015, Table 1: dynamically binarized MNIST",

@@ -6,7 +6,9 @@ swept fields call for in DIR/plots/. Prints the table and the members that
 failed or are missing. Refuses (exit status 1) a sweep whose runs were trained
 or scored differently, and one with no finished member. A sweep config with
 ``table_layout()`` also gets DIR/tables/paper_table.md: its cells laid out as a
-paper's table, the paper's figures beside ours (vae_jax/analysis/paper_table.py). A sweep
+paper's table, the paper's figures beside ours (vae_jax/analysis/paper_table.py). Members
+that logged their training loss get DIR/tables/learning_curves.md: each setting's loss over
+training (vae_jax/analysis/learning_curves.py). A sweep
 over disentanglement models (objective.regularizer) also gets DIR/tables/models.md, one
 table per model, and DIR/plots/metrics_by_model.png (vae_jax/analysis/model_study.py).
 """
@@ -15,6 +17,7 @@ from experiments import cli  # pylint: disable=g-bad-import-order  # first: sign
 from absl import app
 from absl import flags
 
+from vae_jax.analysis import learning_curves
 from vae_jax.analysis import model_study
 from vae_jax.analysis import paper_table
 from vae_jax.analysis import plots
@@ -29,7 +32,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   ablation = tables.summarize(_WORKDIR.value)
-  paths = table_formats.write_tables(ablation) + plots.write_plots(ablation)
+  paths = (table_formats.write_tables(ablation) + learning_curves.write(ablation)
+           + plots.write_plots(ablation))
   print(table_formats.to_markdown(ablation))
   if model_study.applies(ablation):  # several disentanglement models: one table each
     paths += model_study.write(ablation)

@@ -159,10 +159,19 @@ def test_the_papers_layout_shows_mean_and_std_over_a_cells_seeds(monkeypatch):
              for i, (nll, u) in enumerate(zip(nlls, units))]
   members.append(tables.Member(3, "m3", {**cell, "objective.name": "k_sample_elbo", "seed": 0},
                                "done", {"test": {"nll": 130.0, "active_units_by_layer": "9+0"}}))
+  one_layer = {**cell, "model.name": "gaussian_vae"}  # units a number, not "z1+z2"
+  members += [tables.Member(4 + i, f"o{i}", {**one_layer, "seed": i}, "done",
+                            {"test": {"nll": 100.0 + i, "active_units": u}})
+              for i, u in enumerate((43, 35, 50))]
   monkeypatch.setattr(tables, "read_sweep", lambda workdir: ({}, members))
   text = paper_table.to_markdown("unused", iwae.table_layout())
   row = next(line for line in text.splitlines() if line.startswith("| 5 |"))
   std = np.std(nlls, ddof=1)
   assert row == (f"| 5 | {np.mean(nlls):.2f} ± {std:.2f} (83.89) | 21+5/20+5/22+4 (21+5) | "
                  f"130.00 (85.01) | 9+0 (17+5) |")
-  assert "mean ± std (ddof = 1)" in text and "4 of 4 members done" in text
+  one = text.split("**1 stochastic layer**")[1].split("**2 stochastic layers**")[0]
+  row = next(line for line in one.splitlines() if line.startswith("| 5 |"))
+  assert row == (f"| 5 | 101.00 ± 1.00 (85.54) | "
+                 f"{np.mean((43, 35, 50)):.1f} ± {np.std((43, 35, 50), ddof=1):.1f} (22) | "
+                 "– (86.47) | – (20) |")
+  assert "mean ± std (ddof = 1)" in text and "7 of 7 members done" in text

@@ -53,6 +53,10 @@ PROTOCOL_SOURCE = {"steps": "planned_steps"}
 METRICS = (("neg_elbo", "test −ELBO", r"test $-$ELBO", ".2f"),
            ("nll", "NLL", "NLL", ".2f"),
            ("rate", "rate", "rate", ".2f"),
+           # Per stochastic layer, where the model has several (a hierarchical family): which layer
+           # carries the information, e.g. a top layer left unused.
+           ("rate_z1", "rate z1", r"rate $z_1$", ".2f"),
+           ("rate_z2", "rate z2", r"rate $z_2$", ".2f"),
            ("distortion", "distortion", "distortion", ".2f"),
            ("active_units", "active units", "active units", ".1f"),
            ("mutual_information", "MI", "MI", ".2f"),
