@@ -162,3 +162,61 @@ def test_a_run_recorded_before_init_and_z2_mean_draws_keeps_its_meaning():
   assert set(models.upgrade_recorded(recorded)) == {"model.init", "model.z2_mean_draws"}
   model = tl.build(ml_collections.ConfigDict(recorded), datasets.info("binarized_mnist"))
   assert (model.module.dense_init, model.z2_mean_draws) == ("lecun_normal", 16)
+
+
+def _embed_one_layer(one: dict, two: dict) -> dict:
+  """Table 1's one-layer model as a point of the two-layer family: q(z1|x) is the one-layer
+  q(z|x) on z1's first 50 units and N(0, 1) on the rest, p(x|z1) reads those 50 units only,
+  and q(z2|z1) = p(z2) = N(0, I), p(z1|z2) = N(0, I) (their heads' weights and biases zero)."""
+  extra = two["q1"]["mean"]["bias"].shape[0] - one["enc"]["mean"]["bias"].shape[0]
+  pad = lambda a, axis: jnp.pad(a, [(0, extra if i == axis else 0) for i in range(a.ndim)])
+  zero = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+  q1 = {**one["enc"], "mean": jax.tree.map(lambda a: pad(a, a.ndim - 1), one["enc"]["mean"]),
+        "log_std": jax.tree.map(lambda a: pad(0.5 * a, a.ndim - 1), one["enc"]["logvar"])}
+  del q1["logvar"]
+  px = {**one["dec"], "hidden_0": {"kernel": pad(one["dec"]["hidden_0"]["kernel"], 0),
+                                   "bias": one["dec"]["hidden_0"]["bias"]}}
+  heads = lambda layer: {**two[layer], "mean": zero(two[layer]["mean"]),
+                         "log_std": zero(two[layer]["log_std"])}
+  return {"q1": q1, "px": px, "q2": heads("q2"), "p1": heads("p1")}
+
+
+@pytest.mark.slow  # compiles both of Table 1's models
+def test_the_two_layer_family_contains_the_one_layer_model():
+  """Table 1's two-layer model can be its one-layer model exactly (the same log weight at every
+  draw, so the same ELBO and IWAE bounds): a two-layer run whose training loss stays above a
+  one-layer run's is short of optimisation, not of capacity (docs/objectives.md)."""
+  from configs import iwae as iwae_config  # pylint: disable=g-import-not-at-top
+  info = datasets.info("binarized_mnist")
+  one_model = models.build(iwae_config.get_config("layers=1"), info)
+  two_model = models.build(iwae_config.get_config("layers=2"), info)
+
+  @jax.jit
+  def parameters(key):
+    """Any one-layer parameters (random weights and biases, not a trained model's), embedded."""
+    leaves, tree = jax.tree.flatten(one_model.init(key))
+    noise = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
+    one = jax.tree.unflatten(tree, [v + 0.1 * jax.random.normal(k, v.shape)
+                                    for v, k in zip(leaves, noise)])
+    return one, _embed_one_layer(one, two_model.init(jax.random.fold_in(key, 2)))
+
+  one, two = parameters(jax.random.PRNGKey(0))
+  n, c = 16, 8
+  images = (jax.random.uniform(jax.random.PRNGKey(3), (n, 28, 28, 1)) < 0.3).astype(jnp.float32)
+  batch = {"image": images}
+  keys = jax.random.split(jax.random.PRNGKey(4), n)
+  ids = jnp.arange(c)
+
+  @jax.jit
+  def both(one, two):
+    z1 = two_model.posterior(two, batch).sample_indexed(keys, ids)           # [n, c, 100]
+    z = z1[..., :one_model.latent_dim]
+    q = one_model.posterior(one, batch)
+    log_w_one = (one_model.log_likelihood(one, batch)(z) + jnp.sum(
+        D.standard_normal_log_prob_per_dim(z)
+        - D.gaussian_log_prob_per_dim(z, q.mean[:, None], q.logvar[:, None]), -1))
+    return two_model.log_weights(two, batch, keys)(ids), log_w_one
+
+  log_w_two, log_w_one = both(one, two)                                        # [n, c] each
+  assert float(jnp.std(log_w_one)) > 1.0   # the weights vary: the check is not of constants
+  np.testing.assert_allclose(log_w_two, log_w_one, rtol=1e-5, atol=1e-3)
