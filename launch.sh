@@ -5,7 +5,8 @@
 #   bash launch.sh train CONFIG [FLAGS...]    train one VAE (sets up .venv when missing)
 #   bash launch.sh sweep CONFIG [FLAGS...]    run a sweep (sets up .venv when missing)
 #   bash launch.sh test [PYTEST ARGS...]      run the whole test suite, as CI does (sets up .venv
-#                                             when missing)
+#                                             when missing; one worker a core, at most 4:
+#                                             VAE_JAX_TEST_WORKERS=N, 0 for none)
 #   bash launch.sh test --fast [PYTEST ARGS...]  only the unit tests (-m "not slow", pytest.ini):
 #                                             no subprocess, no training run end to end; keeps
 #                                             XLA's compiled programs in ~/.cache/vae_jax
@@ -174,8 +175,19 @@ case "$cmd" in
       cache=${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/vae_jax/xla_fast_tests
       export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$cache}
     fi
+    # One pytest worker a core, at most 4 (pytest-xdist): most tests wait on a subprocess or
+    # run one thread, so two workers keep CI's 2 cores busy. A test file stays on one worker
+    # (--dist loadfile: its module fixtures run once). VAE_JAX_TEST_WORKERS=N sets the count;
+    # 0, or -n 0 among the arguments, runs everything in this process (pdb, -s).
+    cores=$(nproc 2>/dev/null || echo 1)
+    workers=${VAE_JAX_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}
+    if [[ ! $workers =~ ^[0-9]+$ ]]; then
+      echo "launch.sh test: VAE_JAX_TEST_WORKERS=$workers: use a whole number (0: no workers)" >&2
+      exit 2
+    fi
     setup
-    exec "$VENV/bin/python" -m pytest -q tests studies "${tier[@]+"${tier[@]}"}" "$@"
+    exec "$VENV/bin/python" -m pytest -q tests studies -n "$workers" --dist loadfile \
+      "${tier[@]+"${tier[@]}"}" "$@"
     ;;
   tpu-create)
     tpu_init

@@ -13,7 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _share_compiled_programs():
-  """One JAX persistent compilation cache for this session and every subprocess it starts.
+  """One JAX persistent compilation cache for this session, its pytest-xdist workers and
+  every subprocess they start (the workers inherit the variable from pytest's first process).
 
   Most of the suite's time is XLA compiling the same small programs again: every
   subprocess run, and every in-process run (each builds new closures), compiles its

@@ -199,18 +199,28 @@ def test_train_and_sweep_use_a_private_compilation_cache(tmp_path, env, expected
 def test_test_is_the_whole_suite_and_test_fast_leaves_out_the_slow_tests(launch, tmp_path,
                                                                          monkeypatch):
   monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)  # as a user's shell
+  monkeypatch.delenv("VAE_JAX_TEST_WORKERS", raising=False)
   venv = tmp_path / "fake_venv"  # set up already: python only prints its cache and arguments
   (venv / "bin").mkdir(parents=True)
   (venv / "bin" / "python").write_text(
       '#!/usr/bin/env bash\nprintf "%s\\n" "${JAX_COMPILATION_CACHE_DIR:-none}" "$@"\n')
   (venv / "bin" / "python").chmod(0o755)
   (venv / ".installed").touch()
+  # One worker a core, at most 4, a test file to a worker.
+  workers = ["-n", str(min(len(os.sched_getaffinity(0)), 4)), "--dist", "loadfile"]
   proc, _ = launch("test", "-x", VENV=str(venv))
   assert proc.returncode == 0, proc.stderr
-  assert proc.stdout.splitlines() == ["none", "-m", "pytest", "-q", "tests", "studies", "-x"]
+  assert proc.stdout.splitlines() == ["none", "-m", "pytest", "-q", "tests", "studies", *workers,
+                                      "-x"]
   proc, _ = launch("test", "--fast", "-k", "elbo", VENV=str(venv),
                    XDG_CACHE_HOME=str(tmp_path / "cache"))
   assert proc.returncode == 0, proc.stderr
   assert proc.stdout.splitlines() == [str(tmp_path / "cache" / "vae_jax" / "xla_fast_tests"),
-                                      "-m", "pytest", "-q", "tests", "studies", "-m", "not slow",
-                                      "-k", "elbo"]
+                                      "-m", "pytest", "-q", "tests", "studies", *workers,
+                                      "-m", "not slow", "-k", "elbo"]
+  proc, _ = launch("test", VENV=str(venv), VAE_JAX_TEST_WORKERS="0")  # all in one process
+  assert proc.stdout.splitlines()[6:] == ["-n", "0", "--dist", "loadfile"]
+  proc, _ = launch("test", VENV=str(venv), VAE_JAX_TEST_WORKERS="two")
+  assert proc.returncode == 2 and proc.stdout == ""
+  assert proc.stderr.strip() == ("launch.sh test: VAE_JAX_TEST_WORKERS=two: use a whole number "
+                                 "(0: no workers)")
