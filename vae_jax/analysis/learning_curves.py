@@ -21,7 +21,6 @@ from vae_jax.analysis import tables
 
 LEARNING_CURVES = "learning_curves.md"
 KEY = "train/loss"
-METRICS_FILE = "metrics.jsonl"
 # Steps shown as columns at most (evenly spread over the logged ones, the last always shown):
 # enough to see a curve's shape, few enough for a page.
 MAX_COLUMNS = 8
@@ -29,11 +28,8 @@ MAX_COLUMNS = 8
 
 def _curve(ab: tables.Ablation, name: str) -> dict[int, float]:
   """{step: logged training loss} of one member; {} without metrics.jsonl."""
-  path = os.path.join(ab.workdir, name, METRICS_FILE)
-  if not os.path.exists(path):
-    return {}
-  from vae_jax.training import metrics  # pylint: disable=g-import-not-at-top  (clu: heavy, only here)
-  return {step: float(r[KEY]) for step, r in sorted(metrics.read_jsonl(path).items())
+  records = tables.member_metrics(ab.workdir, name)
+  return {step: float(r[KEY]) for step, r in sorted(records.items())
           if isinstance(r.get(KEY), (int, float))}
 
 

@@ -147,7 +147,6 @@ def plot_nll_vs_latent_dim(ab: tables.Ablation, path: str) -> None:
 # Panels of the training curves: (metrics.jsonl key, y label); the last panel shows the
 # IWAE NLL when the periodic evaluations estimated it, else -ELBO.
 CURVE_PANELS = (("eval/active_units", "active units"), ("eval/rate", "rate KL (nats)"))
-METRICS_FILE = "metrics.jsonl"
 
 
 def _test_records(ab: tables.Ablation, name: str) -> dict[int, dict]:
@@ -157,11 +156,7 @@ def _test_records(ab: tables.Ablation, name: str) -> dict[int, dict]:
   at the end; runs recorded before validation splits evaluated test periodically
   ("test/KEY"), and their curves are read from those. {} without metrics.jsonl.
   """
-  path = os.path.join(ab.workdir, name, METRICS_FILE)
-  if not os.path.exists(path):
-    return {}
-  from vae_jax.training import metrics  # pylint: disable=g-import-not-at-top  (clu: heavy, only here)
-  records = metrics.read_jsonl(path)
+  records = tables.member_metrics(ab.workdir, name)
   prefix = ("validation/" if any("validation/rate" in r for r in records.values())
             else "test/")
   return {step: {"eval/" + k[len(prefix):]: v for k, v in r.items() if k.startswith(prefix)}

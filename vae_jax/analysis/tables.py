@@ -28,6 +28,7 @@ from vae_jax.training import workdir as workdir_lib  # light: no JAX, only file 
 
 SWEEP_FILE = "sweep.json"
 RESULTS_FILE = workdir_lib.RESULTS_FILE
+METRICS_FILE = workdir_lib.METRICS_FILE
 FAILURE_FILE = "failure.json"
 TABLES_DIR = "tables"
 PLOTS_DIR = "plots"
@@ -111,6 +112,16 @@ def _read_json(path: str) -> Any:
       return json.load(f)
   except (OSError, ValueError) as e:
     raise TableError(f"cannot read {path}: {e}") from None
+
+
+def member_metrics(workdir: str, name: str) -> dict[int, dict[str, Any]]:
+  """{step: logged record} of member ``name`` (its METRICS_FILE); {} where it has none."""
+  path = os.path.join(workdir, name, METRICS_FILE)
+  if not os.path.exists(path):
+    return {}
+  # Imported here: it brings clu and TensorFlow, which a table without curves never needs.
+  from vae_jax.training import metrics  # pylint: disable=g-import-not-at-top
+  return metrics.read_jsonl(path)
 
 
 @dataclasses.dataclass(frozen=True)

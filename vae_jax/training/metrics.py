@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 from clu import metric_writers
 
+from vae_jax.training import workdir as workdir_lib
 from vae_jax.training import write_errors
 
 
@@ -98,7 +99,7 @@ def create_writer(workdir: str, *, is_main_process: bool = True) -> metric_write
     return metric_writers.MultiWriter([])
   return _ReportedErrors(metric_writers.AsyncMultiWriter([
       metric_writers.SummaryWriter(workdir),
-      JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+      JsonlWriter(os.path.join(workdir, workdir_lib.METRICS_FILE)),
   ]), workdir)
 
 

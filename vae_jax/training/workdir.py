@@ -32,6 +32,7 @@ from vae_jax.training import workdir_names
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.jsonl"  # training/metrics.py writes it, analysis/ reads it
 HISTORY_FILE = "config_history.jsonl"
 LOCK_FILE = ".lock"
 ARCHIVED_WITH_RESULTS = (RESULTS_FILE, "reconstructions.png", "samples.png")
